@@ -1,0 +1,171 @@
+"""The events table: :class:`EventMixin` for SQLAlchemy 2 declarative models, and :class:`EventStatus`.
+
+::
+
+    class Base(DeclarativeBase): ...
+
+    class Event(EventMixin, Base):
+        __tablename__ = "events"
+        __notify_channel__ = "events"        # the default; set per class
+        __notify_for_each__ = "row"          # or "statement"
+
+``metadata.create_all()`` then creates the table, its indexes and the notify trigger
+(:func:`notified_sa.ddl.notify_trigger_ddl`); ``metadata.drop_all()`` removes the trigger and its function.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    Identity,
+    Index,
+    Integer,
+    Table,
+    Text,
+    event,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Mapper, mapped_column
+from sqlalchemy.sql.elements import conv
+
+from ._identifiers import check_channel, derived_name
+from .ddl import NotifyTrigger, notify_trigger_ddl, sqlalchemy_ddl
+
+__all__ = ["DELIVERY_COLUMNS", "TABLE_INFO_KEY", "EventMixin", "EventStatus", "notify_trigger_of"]
+
+#: Key in ``Table.info`` under which the mixin records the table's notify trigger options.
+TABLE_INFO_KEY = "notified_sa"
+
+
+class EventStatus(str, enum.Enum):
+    """Where an event is in its life cycle (stored as its lowercase value).
+
+    ``pending`` -> claimed -> ``running`` -> ``succeeded``, or back to ``pending`` with a later
+    ``available_at`` after a failure with attempts left, or ``dead`` when none are left. A ``running`` event whose
+    lease expired (its server died) goes back to ``pending``. ``dead`` and ``succeeded`` events can be requeued.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The columns a table needs, besides ``id`` and ``name``, for durable delivery (claims, leases, retries, outcomes).
+DELIVERY_COLUMNS: tuple[str, ...] = (
+    "payload",
+    "created_at",
+    "status",
+    "attempts",
+    "available_at",
+    "lease_owner",
+    "lease_expires_at",
+    "processed_at",
+    "results",
+    "last_error",
+)
+
+_status_type = Enum(
+    EventStatus,
+    native_enum=False,
+    length=16,
+    create_constraint=True,
+    validate_strings=True,
+    values_callable=lambda members: [m.value for m in members],
+    name="notified_event_status",
+)
+
+
+class EventMixin:
+    """Mix into a declarative class to get an events table the Server can deliver from.
+
+    Columns (every one has a server-side default or is nullable, so a row inserted by plain SQL is delivered
+    exactly like one added through the ORM; only ``name`` must be given):
+
+    ======================  =============  ============================================================
+    ``id``                  bigint         identity primary key; the notification payload
+    ``name``                text           the event name handlers are registered for (indexed)
+    ``payload``             jsonb          the event's data, default ``{}``
+    ``created_at``          timestamptz    default ``now()``
+    ``status``              varchar(16)    :class:`EventStatus`, default ``pending``
+    ``attempts``            integer        claims so far, default 0
+    ``available_at``        timestamptz    not claimed before this time (retry backoff, or scheduling)
+    ``lease_owner``         text           the server holding the claim
+    ``lease_expires_at``    timestamptz    when the claim lapses if not renewed
+    ``processed_at``        timestamptz    when the event succeeded or died
+    ``results``             jsonb          per handler: status, payload or error, attempt, duration
+    ``last_error``          text           the last failure, for a quick look
+    ======================  =============  ============================================================
+
+    Indexes: ``name``; ``id`` where ``status = 'pending'`` (the claim's index scan in id order); ``lease_expires_at``
+    where ``status = 'running'`` (finding expired leases).
+
+    Class attributes ``__notify_channel__`` (default ``"events"``) and ``__notify_for_each__`` (``"row"`` or
+    ``"statement"``) choose the notify trigger ``create_all`` installs.
+    """
+
+    __notify_channel__: ClassVar[str] = "events"
+    __notify_for_each__: ClassVar[str] = "row"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, index=True)
+    payload: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[EventStatus] = mapped_column(
+        _status_type, default=EventStatus.PENDING, server_default=EventStatus.PENDING.value
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    results: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} id={self.__dict__.get('id')!r} name={self.__dict__.get('name')!r} "
+            f"status={self.__dict__.get('status')!s}>"
+        )
+
+
+def notify_trigger_of(table: Table) -> NotifyTrigger | None:
+    """The notify trigger options EventMixin recorded on ``table``, or None for other tables."""
+    value = table.info.get(TABLE_INFO_KEY)
+    return value if isinstance(value, NotifyTrigger) else None
+
+
+@event.listens_for(EventMixin, "instrument_class", propagate=True)
+def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
+    table = mapper.local_table
+    if not isinstance(table, Table) or TABLE_INFO_KEY in table.info or "status" not in table.c:
+        return  # single-table inheritance subclass, or a table we already set up
+    channel = check_channel(getattr(cls, "__notify_channel__", "events"))
+    for_each = getattr(cls, "__notify_for_each__", "row")
+    ddl = notify_trigger_ddl(table.name, channel, schema=table.schema, id_column="id", for_each=for_each)
+    table.info[TABLE_INFO_KEY] = ddl.trigger
+    Index(
+        conv(derived_name("ix_", table.name, "_pending")),
+        table.c.id,
+        postgresql_where=table.c.status == EventStatus.PENDING.value,
+    )
+    Index(
+        conv(derived_name("ix_", table.name, "_running_lease")),
+        table.c.lease_expires_at,
+        postgresql_where=table.c.status == EventStatus.RUNNING.value,
+    )
+    for element in sqlalchemy_ddl(ddl.create):
+        event.listen(table, "after_create", element)
+    for element in sqlalchemy_ddl(ddl.drop):
+        event.listen(table, "before_drop", element)

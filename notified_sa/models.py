@@ -152,7 +152,7 @@ def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
     if not isinstance(table, Table) or TABLE_INFO_KEY in table.info or "status" not in table.c:
         return  # single-table inheritance subclass, or a table we already set up
     channel = check_channel(getattr(cls, "__notify_channel__", "events"))
-    for_each = getattr(cls, "__notify_for_each__", "row")
+    for_each: Any = getattr(cls, "__notify_for_each__", "row")
     ddl = notify_trigger_ddl(table.name, channel, schema=table.schema, id_column="id", for_each=for_each)
     table.info[TABLE_INFO_KEY] = ddl.trigger
     Index(

@@ -1,0 +1,904 @@
+"""The Server: LISTENs on a channel and runs the handlers registered for each event, durably.
+
+Shape (see DESIGN.md sections 2-4; the README explains the guarantees):
+
+* **Dispatcher** (the thread that calls :meth:`Server.listen`, or the one :meth:`Server.start` spawns): owns the
+  LISTEN connection, waits on it and on an internal wake-up socket with a timeout, and claims events. It merges
+  DESIGN's listener and claimer into one thread: a notification is turned into a claim without a thread hop,
+  which is the shortest path from commit to handler, and a LISTEN connection that is down (reconnecting with
+  backoff) does not stop claims, because the poll timer drives them too.
+* **Handler pool**: ``pool_size`` worker threads; a server never holds more claimed events than it has workers.
+* **Completer**: one thread writing outcomes in batches.
+
+The events table is the truth; a notification only says "look now". Claims are
+``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)`` through ORM sessions, with a lease that this server
+renews while handlers run and that any server takes back once it expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import select
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, Table, create_engine, inspect
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select as sa_select
+from sqlalchemy.orm import Session
+from sqlalchemy.types import Integer
+
+from . import queries
+from ._backoff import RECONNECT, Backoff
+from ._completer import Completer, _first_line
+from ._identifiers import check_channel, check_identifier, qualified, quote_ident
+from ._pool import HandlerSpec, Job, Outcome, WorkerPool, run_handlers
+from .client import NotifyClient
+from .config import NotifiedConfig
+from .ddl import NotifyTrigger
+from .drivers import ListenConnection, ListenerLost, Notification, open_listen_connection, set_keepalive
+from .errors import SchemaError
+from .models import DELIVERY_COLUMNS, EventStatus
+
+__all__ = ["Server"]
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Most notification ids kept in memory for a table without delivery columns before the listener stops reading
+#: (PostgreSQL's own queue then holds the rest).
+_SEED_BACKLOG_LIMIT = 10_000
+
+
+def _handler_key(fn: Callable[..., Any]) -> str:
+    target: Any = fn
+    while isinstance(target, partial):
+        target = target.func
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None) or type(target).__module__
+    return f"{module}.{qualname}"
+
+
+class Server:
+    """Runs handlers for the events published on ``channel``.
+
+    ``Server(channel, bind, conf=None, *, model=None)``:
+
+    * ``bind``: a SQLAlchemy Engine (the native way; the Server uses its pool and one detached connection for
+      LISTEN) or a database URL (the seed's way; the Server creates an Engine and disposes of it at shutdown).
+    * ``model``: an :class:`~notified_sa.EventMixin` model. Handlers then get a detached, fully loaded instance.
+      Without it, the Server reflects ``conf.events_table`` and handlers get a dict of the row, as in the seed.
+      A table without the delivery columns (the seed's ``id, name`` table) is served as the seed served it:
+      at-most-once, with a warning.
+    * ``conf``: a :class:`~notified_sa.NotifiedConfig`; by default built from the ``NOTIFIED_*`` environment.
+
+    Run it with :meth:`listen` (blocks; SIGINT/SIGTERM stop it when called from the main thread), or with
+    :meth:`start` / :meth:`stop` or ``with server:`` in the background.
+    """
+
+    #: Backoff for reconnecting the LISTEN connection and retrying claims after database errors.
+    reconnect_backoff: Backoff = RECONNECT
+
+    def __init__(
+        self,
+        channel: str,
+        bind: Engine | str,
+        conf: NotifiedConfig | None = None,
+        *,
+        model: type[Any] | None = None,
+    ) -> None:
+        self.channel = check_channel(channel)
+        self.config = conf if conf is not None else NotifiedConfig()
+        if not isinstance(self.config, NotifiedConfig):
+            raise TypeError(f"conf must be a NotifiedConfig, got {type(self.config).__name__}")
+        self.connection_string: str | None = None
+        self._owns_engine = False
+        if isinstance(bind, str):
+            self.connection_string = bind
+            self.engine: Engine = create_engine(bind)
+            self._owns_engine = True
+        elif isinstance(bind, Engine):
+            self.engine = bind
+        else:
+            raise TypeError(f"bind must be a SQLAlchemy Engine or a database URL, got {type(bind).__name__}")
+        if model is not None and not isinstance(getattr(model, "__table__", None), Table):
+            raise TypeError(f"model must be a mapped declarative class with a __table__, got {model!r}")
+        self.model = model
+        #: The lease owner written on claimed rows: host, process id and a random part.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._handlers: dict[str, list[HandlerSpec]] = {}
+        self._names: list[str] = []
+        self._retry_backoff = Backoff(self.config.backoff_base, self.config.backoff_cap)
+
+        self._stop_requested = False
+        self._started = False
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._waiting_for_capacity = False
+        self._capacity_needed = 1
+        self._leases: dict[Any, int] = {}
+        self._next_due = math.inf
+        self._stats: dict[str, int] = dict.fromkeys(
+            (
+                "notifications",
+                "bad_notifications",
+                "claimed",
+                "succeeded",
+                "retried",
+                "dead",
+                "released",
+                "reaped",
+                "lost_leases",
+                "listener_reconnects",
+                "claim_errors",
+            ),
+            0,
+        )
+
+        self._table: Table | None = None
+        self._statements: queries.EventStatements | None = None
+        self._durable = True
+        self._claim_stmt: Any = None
+        self._listener: ListenConnection | None = None
+        self._pool: WorkerPool | None = None
+        self._completer: Completer | None = None
+        self._seed_ids: deque[Any] = deque()
+        self._seed_id_is_int = True
+
+    # ------------------------------------------------------------------ registration
+
+    def register_handler(self, event_name: str, handler: Callable[[Any], Any], *, key: str | None = None) -> None:
+        """Run ``handler`` for every event named ``event_name`` (several handlers per name are allowed).
+
+        ``key`` names the handler's entry in the event's ``results`` (default: its module and qualified name).
+        A name gets events only once it has a handler, so events published earlier wait for it.
+        """
+        if not isinstance(event_name, str) or not event_name:
+            raise ValueError(f"event name must be a non-empty string, got {event_name!r}")
+        if not callable(handler):
+            raise TypeError(f"handler for {event_name!r} must be callable, got {type(handler).__name__}")
+        base = key if key is not None else _handler_key(handler)
+        if not isinstance(base, str) or not base:
+            raise ValueError(f"handler key must be a non-empty string, got {base!r}")
+        with self._lock:
+            specs = list(self._handlers.get(event_name, ()))
+            taken = {spec.key for spec in specs}
+            unique, n = base, 1
+            while unique in taken:
+                n += 1
+                unique = f"{base}#{n}"
+            specs.append(HandlerSpec(unique, handler))
+            self._handlers[event_name] = specs
+            self._names = sorted(self._handlers)
+        self._wake()  # a new name may have events waiting
+
+    def handler(self, event_name: str, *, key: str | None = None) -> Callable[[F], F]:
+        """Decorator form of :meth:`register_handler`."""
+
+        def decorate(fn: F) -> F:
+            self.register_handler(event_name, fn, key=key)
+            return fn
+
+        return decorate
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def stopped(self) -> bool:
+        """True once a shutdown was requested (the seed's attribute)."""
+        return self._stop_requested
+
+    @property
+    def durable(self) -> bool:
+        """True when the table has the delivery columns (known after start)."""
+        return self._durable
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters since start: notifications, claimed, succeeded, retried, dead, released, reaped, ..."""
+        with self._lock:
+            return dict(self._stats)
+
+    @property
+    def client(self) -> NotifyClient:
+        """A NotifyClient on this Server's channel and Engine (the seed had ``server.client``)."""
+        return NotifyClient(self.channel, self.engine)
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the LISTEN connection, or None when there is none right now."""
+        listener = self._listener
+        return listener.backend_pid if listener is not None else None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the Server LISTENs and has caught up on pending events once. True if it has."""
+        return self._ready.wait(timeout)
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the Server has fully stopped (threads joined, connections closed). True if it has."""
+        return self._stopped.wait(timeout)
+
+    # ------------------------------------------------------------------ running
+
+    def listen(self) -> None:
+        """Run until :meth:`shutdown` (or SIGINT/SIGTERM, when called from the main thread); then clean up."""
+        self._prepare()
+        restore = self._install_signal_handlers()
+        try:
+            self._loop()
+        finally:
+            try:
+                self._teardown()
+            finally:
+                restore()
+
+    def start(self) -> Server:
+        """Run in a background thread. Startup errors (connection, schema) are raised here, in the caller."""
+        self._prepare()
+        self._thread = threading.Thread(target=self._run_background, name="notified-sa-dispatcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Shut down and wait until everything is closed. True if it stopped within ``timeout``.
+
+        The default timeout is the configured shutdown timeout plus a margin for the final writes.
+        """
+        self.shutdown()
+        if not self._started:
+            return True
+        wait = timeout if timeout is not None else self.config.shutdown_timeout + 15.0
+        return self._stopped.wait(wait)
+
+    def shutdown(self) -> None:
+        """Ask the Server to stop. Idempotent, returns at once, safe from any thread and from signal handlers.
+
+        The Server stops claiming, lets running handlers finish within ``shutdown_timeout``, gives back events it
+        claimed but did not start, writes the outcomes it has, and closes every thread and connection it opened.
+        """
+        if not self._stop_requested:
+            self._stop_requested = True
+            logger.info("shutdown requested", extra={"channel": self.channel})
+        self._wake()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ startup
+
+    def _prepare(self) -> None:
+        if self._started:
+            raise RuntimeError("this Server has already run; create a new Server to run again")
+        self._started = True
+        try:
+            self._inspect_table()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._pool = WorkerPool(self.config.pool_size, self._run_job)
+            self._pool.start()
+            if self._durable:
+                self._completer = Completer(self._write_outcomes, self._on_written)
+                self._completer.start()
+            if not self.config.poll_only:
+                self._listener = self._open_listener()
+            if self._durable:
+                self._reap()
+        except BaseException:
+            self._teardown()
+            raise
+        logger.info(
+            "server started",
+            extra={
+                "channel": self.channel,
+                "table": self._table.name if self._table is not None else None,
+                "durable": self._durable,
+                "pool_size": self.config.pool_size,
+                "poll_only": self.config.poll_only,
+                "owner": self.owner,
+            },
+        )
+
+    def _inspect_table(self) -> None:
+        if self.engine.dialect.name != "postgresql":
+            raise SchemaError(f"notified-sa needs PostgreSQL, but the engine is for {self.engine.dialect.name!r}")
+        with self.engine.connect() as conn:
+            facts = conn.execute(queries.server_facts).one()
+            if facts.isolation not in ("read committed",):
+                logger.info(
+                    "the engine's isolation level is %s; claims run at READ COMMITTED",
+                    facts.isolation,
+                    extra={"isolation": facts.isolation},
+                )
+                self.engine = self.engine.execution_options(isolation_level="READ COMMITTED")
+            insp = inspect(conn)
+            if self.model is not None:
+                table: Table = self.model.__table__
+                id_column = "id"
+            else:
+                name = check_identifier(self.config.events_table, "events table name")
+                schema = self.config.events_schema
+                id_column = check_identifier(self.config.id_field, "id field name")
+                if not insp.has_table(name, schema=schema):
+                    raise SchemaError(
+                        f"the events table {qualified(name, schema)} does not exist in database "
+                        f"{conn.engine.url.database!r}. Create it (EventMixin and metadata.create_all(), or an "
+                        "Alembic migration with op.create_table and op.create_notify_trigger), or set "
+                        "NOTIFIED_EVENTS_TABLE_NAME"
+                    )
+                from sqlalchemy import MetaData
+
+                table = Table(name, MetaData(), schema=schema, autoload_with=conn)
+            if not insp.has_table(table.name, schema=table.schema):
+                raise SchemaError(
+                    f"the events table {qualified(table.name, table.schema)} of model {self.model.__name__} "  # type: ignore[union-attr]
+                    f"does not exist in database {conn.engine.url.database!r}. Create it with "
+                    "metadata.create_all() or an Alembic migration (op.create_table, then op.create_notify_trigger)"
+                )
+            present = {c["name"] for c in insp.get_columns(table.name, schema=table.schema)}
+            for needed in (id_column, "name"):
+                if needed not in present:
+                    raise SchemaError(
+                        f"the events table {qualified(table.name, table.schema)} has no {needed!r} column; "
+                        f"notified-sa needs an id column (NOTIFIED_ID_FIELD_NAME, now {id_column!r}) and a name column"
+                    )
+            missing = [c for c in DELIVERY_COLUMNS if c not in present]
+            if self.model is not None and missing:
+                raise SchemaError(
+                    f"the events table {qualified(table.name, table.schema)} lacks the delivery columns "
+                    f"{', '.join(missing)} that {self.model.__name__} (EventMixin) declares. Add them with a "
+                    "migration: alembic revision --autogenerate generates the op.add_column() calls"
+                )
+            self._table = table
+            if missing:
+                self._durable = False
+                int_types = (Integer,)
+                self._seed_id_is_int = isinstance(table.c[id_column].type, int_types)
+                logger.warning(
+                    "the table %s has no delivery columns (%s): events are served as notified 0.1.0 served them, "
+                    "at-most-once: an event whose notification is missed (server down, connection lost) is never "
+                    "handled, and outcomes are only logged. Use notified_sa.EventMixin for durable delivery",
+                    qualified(table.name, table.schema),
+                    ", ".join(missing),
+                    extra={"table": table.name, "missing_columns": missing},
+                )
+            else:
+                self._durable = True
+                self._check_trigger(conn, table)
+            self._statements = queries.EventStatements(table, id_column)
+            if self.model is not None:
+                self._claim_stmt = sa_select(self.model).from_statement(self._statements.claim)
+
+    def _check_trigger(self, conn: Any, table: Table) -> None:
+        if self.config.poll_only:
+            return
+        rows = conn.execute(queries.table_triggers, {"qualified_table": qualified(table.name, table.schema)}).all()
+        ours = [NotifyTrigger.from_comment(r.options or "") for r in rows if r.name == "notified_sa_notify"]
+        if not rows:
+            logger.warning(
+                "no trigger on %s sends notifications: events will be picked up only by the poll every %ss. "
+                "Install one with op.create_notify_trigger(%r, channel=%r) or metadata.create_all()",
+                qualified(table.name, table.schema),
+                self.config.channel_select_timeout,
+                table.name,
+                self.channel,
+                extra={"table": table.name, "channel": self.channel},
+            )
+        for trig in ours:
+            if trig is not None and trig.channel != self.channel:
+                logger.warning(
+                    "the notify trigger on %s sends to channel %r but this Server listens on %r: events will be "
+                    "picked up only by the poll every %ss",
+                    qualified(table.name, table.schema),
+                    trig.channel,
+                    self.channel,
+                    self.config.channel_select_timeout,
+                    extra={"table": table.name, "channel": self.channel, "trigger_channel": trig.channel},
+                )
+
+    def _open_listener(self) -> ListenConnection:
+        listener = open_listen_connection(self.engine)
+        try:
+            keep = max(5.0, self.config.channel_select_timeout)
+            set_keepalive(listener.fileno(), idle=keep, interval=max(1.0, keep / 3), count=3)
+            listener.execute("SET application_name = 'notified-sa listener'")
+            listener.execute(f"LISTEN {quote_ident(self.channel)}")
+        except BaseException:
+            listener.close()
+            raise
+        logger.info(
+            "listening", extra={"channel": self.channel, "backend_pid": listener.backend_pid, "owner": self.owner}
+        )
+        return listener
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            logger.info("signal %s: shutting down (send it again to stop at once)", signal.Signals(signum).name)
+            self.shutdown()
+            # a second signal gets the default behaviour: KeyboardInterrupt for SIGINT, termination for SIGTERM
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                with contextlib.suppress(ValueError, TypeError):
+                    signal.signal(sig, handler)
+
+        return restore
+
+    # ------------------------------------------------------------------ the dispatcher loop
+
+    def _wake(self) -> None:
+        wake = self._wake_w
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake.send(b"\0")
+
+    def _free_capacity(self) -> int:
+        return self.config.pool_size - self._inflight
+
+    def _loop(self) -> None:
+        cfg = self.config
+        poll_every = cfg.channel_select_timeout
+        renew_every = cfg.lease_seconds / 3.0
+        now = time.monotonic()
+        next_poll = now + poll_every
+        next_renew = now + renew_every
+        reconnect_at = math.inf
+        reconnect_attempt = 0
+        claim_retry_at = 0.0
+        claim_attempt = 0
+        want_claim = True  # catch up at start
+        backlog = False
+        heard_since_poll = False
+        refill = max(1, min(cfg.claim_batch_size, cfg.pool_size) // 2)
+
+        while not self._stop_requested:
+            now = time.monotonic()
+            if self._listener is None and not cfg.poll_only and now >= reconnect_at:
+                try:
+                    self._listener = self._open_listener()
+                    self._bump("listener_reconnects")
+                    reconnect_attempt, reconnect_at = 0, math.inf
+                    want_claim = True  # catch up on what was committed while we were not listening
+                except Exception as exc:
+                    reconnect_attempt += 1
+                    delay = self.reconnect_backoff.delay(reconnect_attempt)
+                    reconnect_at = now + delay
+                    logger.warning(
+                        "reconnecting the listener failed (%s); next try in %.2fs",
+                        _first_line(exc),
+                        delay,
+                        extra={"channel": self.channel, "attempt": reconnect_attempt},
+                    )
+            if now >= next_poll:
+                next_poll = now + poll_every
+                want_claim = True
+                if self._durable:
+                    self._reap()
+                if self._listener is not None and not heard_since_poll:
+                    try:
+                        self._listener.execute("SELECT 1")  # a round trip: a dead connection shows up here
+                    except ListenerLost as exc:
+                        reconnect_at = self._drop_listener(exc)
+                heard_since_poll = False
+            if now >= next_renew:
+                next_renew = now + renew_every
+                self._renew_leases()
+            if now >= self._next_due:
+                with self._lock:
+                    self._next_due = math.inf
+                want_claim = True
+
+            wait_for_capacity = False
+            if (want_claim or self._seed_ids) and now >= claim_retry_at:
+                free = self._free_capacity()
+                needed = refill if backlog else 1
+                if free >= needed:
+                    try:
+                        limit = min(cfg.claim_batch_size, free)
+                        got = self._claim(limit) if self._durable else self._seed_claim(limit)
+                        claim_attempt = 0
+                        backlog = got >= limit
+                        want_claim = backlog
+                        if backlog:
+                            continue  # more may be waiting: claim again at once if there is room
+                    except sa_exc.DBAPIError as exc:
+                        claim_attempt += 1
+                        delay = self.reconnect_backoff.delay(claim_attempt)
+                        claim_retry_at = now + delay
+                        self._bump("claim_errors")
+                        logger.warning(
+                            "claiming events failed (%s); retrying in %.2fs",
+                            _first_line(exc),
+                            delay,
+                            extra={"channel": self.channel, "attempt": claim_attempt},
+                        )
+                else:
+                    wait_for_capacity = True
+
+            if not self._ready.is_set() and not want_claim:
+                self._ready.set()
+
+            deadline = min(next_poll, next_renew, reconnect_at, self._next_due)
+            if want_claim and not wait_for_capacity:
+                deadline = min(deadline, claim_retry_at)
+            timeout = max(0.0, deadline - time.monotonic())
+            if wait_for_capacity:
+                needed = refill if backlog else 1
+                with self._lock:
+                    if self._free_capacity() >= needed:
+                        continue
+                    self._capacity_needed = needed
+                    self._waiting_for_capacity = True
+            readers: list[Any] = [self._wake_r]
+            listener = self._listener
+            if listener is not None:
+                readers.append(listener.fileno())
+            try:
+                ready, _, _ = select.select(readers, [], [], timeout)
+            except (OSError, ValueError) as exc:  # the listener's socket was closed under us
+                if listener is None:
+                    raise
+                reconnect_at = self._drop_listener(ListenerLost(str(exc)))
+                continue
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    self._wake_r.recv(4096)  # type: ignore[union-attr]
+                want_claim = want_claim or bool(self._seed_ids)
+            if listener is not None:  # every turn: a ping may have left notifications in the driver's buffer
+                try:
+                    notes = listener.drain()
+                except ListenerLost as exc:
+                    reconnect_at = self._drop_listener(exc)
+                    continue
+                if notes:
+                    heard_since_poll = True
+                    if self._accept_notifications(notes):
+                        want_claim = True
+
+    def _drop_listener(self, exc: BaseException) -> float:
+        """Forget a broken LISTEN connection; return when to reconnect (at once: the backoff starts on failure)."""
+        listener, self._listener = self._listener, None
+        pid = listener.backend_pid if listener is not None else None
+        if listener is not None:
+            listener.close()
+        logger.warning(
+            "the LISTEN connection was lost (%s); reconnecting",
+            _first_line(exc),
+            extra={"channel": self.channel, "backend_pid": pid},
+        )
+        return time.monotonic()
+
+    def _accept_notifications(self, notes: list[Notification]) -> bool:
+        """Log and count notifications; True if any is for our channel."""
+        relevant = False
+        for note in notes:
+            if note.channel != self.channel:
+                continue
+            relevant = True
+            self._bump("notifications")
+            payload = note.payload.strip()
+            if not self._durable:
+                if len(self._seed_ids) >= _SEED_BACKLOG_LIMIT:
+                    logger.warning("too many notifications queued in memory; dropping %r", payload[:100])
+                    continue
+                if not payload:
+                    self._bad_notification(note, "is empty; expected an event id")
+                    continue
+                if self._seed_id_is_int:
+                    try:
+                        self._seed_ids.append(int(payload))
+                    except ValueError:
+                        self._bad_notification(note, "is not an integer event id")
+                else:
+                    self._seed_ids.append(payload)
+                continue
+            if not payload:
+                self._bad_notification(note, "is empty; treated as a wake-up")
+            elif not payload.lstrip("-").isdigit():
+                self._bad_notification(note, "is not an event id; treated as a wake-up")
+            else:
+                logger.debug("notification", extra={"channel": note.channel, "payload": payload, "pid": note.pid})
+        return relevant
+
+    def _bad_notification(self, note: Notification, why: str) -> None:
+        self._bump("bad_notifications")
+        logger.warning(
+            "notification payload %r on channel %r %s",
+            note.payload[:200],
+            note.channel,
+            why,
+            extra={"channel": note.channel, "payload": note.payload[:200], "sender_pid": note.pid},
+        )
+
+    def _bump(self, counter: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[counter] += n
+
+    # ------------------------------------------------------------------ claims
+
+    def _claim(self, limit: int) -> int:
+        """Claim up to ``limit`` events in one statement and hand them to the pool; return how many."""
+        names = self._names
+        if not names:
+            return 0
+        assert self._statements is not None
+        params = {"names": names, "limit": limit, "owner": self.owner, "lease_seconds": self.config.lease_seconds}
+        with Session(self.engine, expire_on_commit=False) as session:
+            if self._claim_stmt is not None:
+                events: list[Any] = list(session.scalars(self._claim_stmt, params))
+            else:
+                events = [dict(row._mapping) for row in session.execute(self._statements.claim, params)]
+            session.commit()
+        if not events:
+            return 0
+        id_key = self._statements.id.key
+        if self.model is not None:
+            events.sort(key=lambda e: getattr(e, id_key))
+        else:
+            events.sort(key=lambda e: e[id_key])
+        jobs: list[Job] = []
+        finished: list[Outcome] = []
+        with self._lock:
+            self._stats["claimed"] += len(events)
+            for event in events:
+                if self.model is not None:
+                    event_id, name, attempt, results = event.id, event.name, event.attempts, event.results
+                else:
+                    event_id, name, attempt, results = event[id_key], event["name"], event["attempts"], event["results"]
+                self._leases[event_id] = attempt
+                done = {k for k, v in (results or {}).items() if isinstance(v, dict) and v.get("status") == "success"}
+                todo = tuple(spec for spec in self._handlers.get(name, ()) if spec.key not in done)
+                job = Job(event, event_id, name, attempt, todo)
+                if todo:
+                    self._inflight += 1
+                    jobs.append(job)
+                else:
+                    finished.append(run_handlers(job, self.config.max_attempts, self._retry_backoff))
+        for job in jobs:
+            self._pool.submit(job)  # type: ignore[union-attr]
+        for outcome in finished:
+            self._completer.put(outcome)  # type: ignore[union-attr]
+        return len(events)
+
+    def _seed_claim(self, limit: int) -> int:
+        """Tables without delivery columns: fetch the notified rows, oldest notification first, and run them."""
+        ids = [self._seed_ids.popleft() for _ in range(min(limit, len(self._seed_ids)))]
+        if not ids:
+            return 0
+        assert self._statements is not None
+        with self.engine.connect() as conn:
+            rows = {
+                row._mapping[self._statements.id.key]: dict(row._mapping)
+                for row in conn.execute(self._statements.fetch_by_ids, {"ids": ids})
+            }
+        jobs = []
+        for event_id in ids:
+            row = rows.get(event_id)
+            if row is None:
+                logger.warning(
+                    "event %s not found in table %s (deleted, or the notification was sent by hand)",
+                    event_id,
+                    self._table.name if self._table is not None else "?",
+                    extra={"event_id": event_id},
+                )
+                continue
+            handlers = tuple(self._handlers.get(row.get("name", ""), ()))
+            if not handlers:
+                logger.info("no handlers for event %r", row.get("name"), extra={"event_id": event_id})
+                continue
+            jobs.append(Job(row, event_id, str(row.get("name")), 1, handlers))
+        with self._lock:
+            self._inflight += len(jobs)
+            self._stats["claimed"] += len(jobs)
+        for job in jobs:
+            self._pool.submit(job)  # type: ignore[union-attr]
+        return len(ids)
+
+    def _run_job(self, job: Job) -> None:
+        """In a worker thread: run the handlers, pass the outcome on, free the capacity."""
+        try:
+            outcome = run_handlers(job, self.config.max_attempts if self._durable else 1, self._retry_backoff)
+            if self._durable:
+                self._completer.put(outcome)  # type: ignore[union-attr]
+            elif outcome.status is not EventStatus.SUCCEEDED:
+                logger.error(
+                    "event %s failed and will not be retried (table without delivery columns): %s",
+                    job.event_id,
+                    (outcome.error or "").strip().splitlines()[-1:],
+                    extra={"event_id": job.event_id, "event_name": job.name},
+                )
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                wake = self._waiting_for_capacity and self._free_capacity() >= self._capacity_needed
+                if wake:
+                    self._waiting_for_capacity = False
+            if wake:
+                self._wake()
+
+    # ------------------------------------------------------------------ completion, leases
+
+    def _write_outcomes(self, batch_json: str) -> set[Any]:
+        assert self._statements is not None
+        with Session(self.engine) as session:
+            written = set(session.scalars(self._statements.complete, {"batch": batch_json, "owner": self.owner}))
+            session.commit()
+        return written
+
+    def _on_written(self, batch: list[Outcome], written: set[Any]) -> None:
+        due = math.inf
+        with self._lock:
+            for outcome in batch:
+                self._leases.pop(outcome.event_id, None)
+                if outcome.event_id not in written:
+                    self._stats["lost_leases"] += 1
+                elif outcome.status is EventStatus.SUCCEEDED:
+                    self._stats["succeeded"] += 1
+                elif outcome.status is EventStatus.DEAD:
+                    self._stats["dead"] += 1
+                else:
+                    self._stats["retried"] += 1
+                    due = min(due, time.monotonic() + outcome.delay)
+            self._next_due = min(self._next_due, due)
+        for outcome in batch:
+            extra = {"event_id": outcome.event_id, "event_name": outcome.name, "attempt": outcome.attempt}
+            if outcome.event_id not in written:
+                logger.warning(
+                    "the lease on event %s was lost before its outcome was written (it expired and another server "
+                    "took the event, or it was requeued); the event is or will be handled again",
+                    outcome.event_id,
+                    extra=extra,
+                )
+            elif outcome.status is EventStatus.DEAD:
+                logger.error(
+                    "event %s is dead after %d attempts; failed handlers: %s",
+                    outcome.event_id,
+                    outcome.attempt,
+                    ", ".join(outcome.failed_handlers),
+                    extra=extra,
+                )
+            elif outcome.status is EventStatus.PENDING:
+                logger.info("event %s will be retried in %.2fs", outcome.event_id, outcome.delay, extra=extra)
+        if due < math.inf:
+            self._wake()
+
+    def _renew_leases(self) -> None:
+        if not self._durable:
+            return
+        with self._lock:
+            ids = list(self._leases)
+        if not ids:
+            return
+        assert self._statements is not None
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self._statements.renew,
+                    {"ids": ids, "owner": self.owner, "lease_seconds": self.config.lease_seconds},
+                )
+        except sa_exc.DBAPIError as exc:
+            logger.warning("renewing leases failed: %s", _first_line(exc), extra={"count": len(ids)})
+
+    def _reap(self) -> None:
+        assert self._statements is not None
+        try:
+            with self.engine.begin() as conn:
+                rows = conn.execute(self._statements.reap, {"max_attempts": self.config.max_attempts}).all()
+        except sa_exc.DBAPIError as exc:
+            logger.warning("taking back expired leases failed: %s", _first_line(exc))
+            return
+        if rows:
+            self._bump("reaped", len(rows))
+            for row in rows:
+                logger.warning(
+                    "event %s had an expired lease (its server stopped or hung); it is %s again",
+                    row[0],
+                    row.status,
+                    extra={"event_id": row[0], "event_name": row.name, "status": str(row.status)},
+                )
+
+    def _release(self, jobs: list[Job]) -> None:
+        if not jobs or not self._durable:
+            return
+        assert self._statements is not None
+        ids = [job.event_id for job in jobs]
+        try:
+            with self.engine.begin() as conn:
+                released = conn.execute(self._statements.release, {"ids": ids, "owner": self.owner}).all()
+        except sa_exc.DBAPIError as exc:
+            logger.warning(
+                "could not give back %d unstarted events (%s); they return to pending when their lease expires",
+                len(ids),
+                _first_line(exc),
+                extra={"event_ids": ids},
+            )
+            return
+        with self._lock:
+            for event_id in ids:
+                self._leases.pop(event_id, None)
+            self._stats["released"] += len(released)
+        logger.info("gave back %d claimed events that had not started", len(released), extra={"event_ids": ids})
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _run_background(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            logger.exception("the server loop failed", extra={"channel": self.channel})
+        finally:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        """Stop claiming, give back unstarted events, let running handlers finish, write outcomes, close all."""
+        self._stop_requested = True
+        cfg = self.config
+        try:
+            pool = self._pool
+            if pool is not None:
+                unstarted = pool.begin_stop()
+                self._release(unstarted)
+                renew_every = cfg.lease_seconds / 3.0
+                next_renew = [time.monotonic() + renew_every]
+
+                def tick() -> None:
+                    if time.monotonic() >= next_renew[0]:
+                        next_renew[0] = time.monotonic() + renew_every
+                        self._renew_leases()
+
+                stuck = pool.join(time.monotonic() + cfg.shutdown_timeout, tick)
+                self._release(pool.take_unstarted())
+                if stuck:
+                    running = [job.event_id for job in pool.running_jobs()]
+                    logger.warning(
+                        "%d handlers were still running after the shutdown timeout (%ss); their events stay leased "
+                        "and will be handled again after the lease expires",
+                        len(stuck),
+                        cfg.shutdown_timeout,
+                        extra={"event_ids": running},
+                    )
+            if self._completer is not None:
+                self._completer.stop(timeout=min(10.0, max(1.0, cfg.shutdown_timeout)))
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for sock in (self._wake_r, self._wake_w):
+                if sock is not None:
+                    sock.close()
+            self._wake_w = None
+            if self._owns_engine:
+                self.engine.dispose()
+            logger.info("server stopped", extra={"channel": self.channel, **self.stats})
+            self._stopped.set()

@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, inspect
 
 from . import queries
-from ._identifiers import check_identifier, qualified
+from ._identifiers import check_channel, check_identifier, qualified
 from .ddl import NotifyTrigger
 from .errors import SchemaError
 from .models import DELIVERY_COLUMNS, EventStatus
 
-__all__ = ["TableStatus", "purge", "requeue", "resolve_table", "table_status"]
+__all__ = ["TableStatus", "installed_trigger", "purge", "requeue", "resolve_table", "table_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,20 @@ class _Bound:
             self._engine.dispose()
 
 
+def installed_trigger(conn: Connection, table: Table) -> NotifyTrigger | None:
+    """The notify trigger notified-sa installed on ``table``, read back from the database, or None."""
+    default_schema = conn.dialect.default_schema_name
+    for row in conn.execute(queries.installed_triggers):
+        if row.table_name == table.name and row.table_schema == (table.schema or default_schema):
+            return NotifyTrigger.from_comment(row.options or "")
+    return None
+
+
+def _trigger_channel(conn: Connection, table: Table) -> str | None:
+    trigger = installed_trigger(conn, table)
+    return trigger.channel if trigger is not None else None
+
+
 def requeue(
     bind: Engine | Connection | str,
     target: Any,
@@ -102,6 +116,7 @@ def requeue(
     names: Iterable[str] = (),
     statuses: Sequence[EventStatus | str] = (EventStatus.DEAD,),
     failed: bool = False,
+    notify: bool | str = True,
 ) -> list[int]:
     """Put events back to pending, now, with their attempts reset; return the ids requeued.
 
@@ -109,6 +124,9 @@ def requeue(
     pending events that failed and wait for a retry (they become due at once). Results of handlers that already
     succeeded are kept, so only the others run again, except for succeeded events, which are replayed in full.
     A Connection bind runs in the caller's transaction; an Engine or URL commits.
+
+    ``notify=True`` wakes the servers at commit with a notification on the channel of the table's notify trigger
+    (when it has one); a string names the channel; False leaves them to their next poll.
     """
     id_list = [int(i) for i in ids]
     name_list = [str(n) for n in names]
@@ -123,7 +141,10 @@ def requeue(
         table = resolve_table(conn, target)
         stmts = queries.EventStatements(table)
         rows = conn.execute(stmts.requeue, {"ids": id_list, "names": name_list, "statuses": wanted}).scalars().all()
-    requeued = sorted(int(r) for r in rows)
+        requeued = sorted(int(r) for r in rows)
+        channel = notify if isinstance(notify, str) else (_trigger_channel(conn, table) if notify else None)
+        if channel and requeued:
+            conn.execute(queries.notify, {"channel": check_channel(channel), "payload": str(requeued[-1])})
     logger.info("requeued %d events", len(requeued), extra={"event_ids": requeued[:1000], "table": table.name})
     return requeued
 
@@ -189,12 +210,11 @@ def table_status(bind: Engine | Connection | str, target: Any) -> TableStatus:
         result = TableStatus(table=qualified(table.name, table.schema))
         for row in conn.execute(stmts.counts):
             status = str(getattr(row.status, "value", row.status))
-            result.by_status[status] = result.by_status.get(status, 0) + int(row.count)
-            result.by_name.setdefault(row.name, {})[status] = int(row.count)
+            count = int(row._mapping["count"])
+            result.by_status[status] = result.by_status.get(status, 0) + count
+            result.by_name.setdefault(row.name, {})[status] = count
         age = conn.execute(stmts.oldest_pending_age).scalar()
         result.oldest_pending_age_seconds = float(age) if age is not None else None
-        for row in conn.execute(queries.installed_triggers):
-            if row.table_name == table.name and (table.schema is None or row.table_schema == table.schema):
-                result.trigger = NotifyTrigger.from_comment(row.options or "")
+        result.trigger = installed_trigger(conn, table)
         result.notification_queue_usage = float(conn.execute(queries.notification_queue_usage).scalar() or 0.0)
     return result

@@ -133,6 +133,7 @@ class Server:
         self._lock = threading.Lock()
         self._inflight = 0
         self._waiting_for_capacity = False
+        self._claim_requested = False
         self._capacity_needed = 1
         self._leases: dict[Any, int] = {}
         self._next_due = math.inf
@@ -188,7 +189,7 @@ class Server:
             specs.append(HandlerSpec(unique, handler))
             self._handlers[event_name] = specs
             self._names = sorted(self._handlers)
-        self._wake()  # a new name may have events waiting
+        self._request_claim()  # a new name may have events waiting
 
     def handler(self, event_name: str, *, key: str | None = None) -> Callable[[F], F]:
         """Decorator form of :meth:`register_handler`."""
@@ -457,6 +458,11 @@ class Server:
 
     # ------------------------------------------------------------------ the dispatcher loop
 
+    def _request_claim(self) -> None:
+        """Make the dispatcher look for events now (from any thread)."""
+        self._claim_requested = True
+        self._wake()
+
     def _wake(self) -> None:
         wake = self._wake_w
         if wake is not None:
@@ -574,7 +580,9 @@ class Server:
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError, OSError):
                     self._wake_r.recv(4096)  # type: ignore[union-attr]
-                want_claim = want_claim or bool(self._seed_ids)
+            if self._claim_requested:
+                self._claim_requested = False
+                want_claim = True
             if listener is not None:  # every turn: a ping may have left notifications in the driver's buffer
                 try:
                     notes = listener.drain()

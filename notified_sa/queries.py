@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from .models import EventStatus
 
-__all__ = ["EventStatements", "installed_triggers", "notify", "status_literal"]
+__all__ = ["EventStatements", "fetch_by_ids", "installed_triggers", "notify", "status_literal"]
 
 
 def status_literal(status: EventStatus) -> ColumnElement[Any]:
@@ -89,6 +89,11 @@ server_facts: TextClause = text(
 
 #: How full the server's notification queue is (0 to 1), for ``notified-sa status``.
 notification_queue_usage: TextClause = text("SELECT pg_notification_queue_usage() AS usage")
+
+
+def fetch_by_ids(table: Table, id_column: str = "id") -> Select[Any]:
+    """Rows by id (``:ids``), for tables without delivery columns (the seed's plain ``id, name`` table)."""
+    return select(table).where(table.c[id_column] == any_(bindparam("ids")))
 
 
 class EventStatements:
@@ -207,9 +212,6 @@ class EventStatements:
             )
             .returning(self.id, t.c.name, t.c.status)
         )
-
-        #: Rows by id, for tables without delivery columns (the seed's plain ``id, name`` table).
-        self.fetch_by_ids: Select[Any] = select(t).where(self.id == any_(bindparam("ids")))
 
         statuses = bindparam("statuses", type_=ARRAY(Text))
         #: Put events back to pending by id and/or name, from the given statuses; attempts reset. Results of

@@ -158,6 +158,8 @@ class Server:
         self._statements: queries.EventStatements | None = None
         self._durable = True
         self._claim_stmt: Any = None
+        self._fetch_stmt: Any = None
+        self._id_key = "id"
         self._listener: ListenConnection | None = None
         self._pool: WorkerPool | None = None
         self._completer: Completer | None = None
@@ -389,6 +391,10 @@ class Server:
             else:
                 self._durable = True
                 self._check_trigger(conn, table)
+            self._id_key = table.c[id_column].key
+            if not self._durable:
+                self._fetch_stmt = queries.fetch_by_ids(table, id_column)
+                return
             self._statements = queries.EventStatements(table, id_column)
             if self.model is not None:
                 self._claim_stmt = sa_select(self.model).from_statement(self._statements.claim)
@@ -704,11 +710,9 @@ class Server:
         ids = [self._seed_ids.popleft() for _ in range(min(limit, len(self._seed_ids)))]
         if not ids:
             return 0
-        assert self._statements is not None
         with self.engine.connect() as conn:
             rows = {
-                row._mapping[self._statements.id.key]: dict(row._mapping)
-                for row in conn.execute(self._statements.fetch_by_ids, {"ids": ids})
+                row._mapping[self._id_key]: dict(row._mapping) for row in conn.execute(self._fetch_stmt, {"ids": ids})
             }
         jobs = []
         for event_id in ids:

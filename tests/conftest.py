@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from notified_sa import devdb
 
-DRIVERS = [d.strip() for d in os.environ.get("NOTIFIED_TEST_DRIVERS", "psycopg2").split(",") if d.strip()]
+DRIVERS = [d.strip() for d in os.environ.get("NOTIFIED_TEST_DRIVERS", "psycopg2,psycopg").split(",") if d.strip()]
 
 
 def _libpq_dsn(url: str) -> str:

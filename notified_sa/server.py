@@ -36,12 +36,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, Table, create_engine, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
-from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer
 
 from . import queries
 from ._backoff import RECONNECT, Backoff
 from ._completer import Completer, _first_line
+from ._connections import DedicatedConnection
 from ._identifiers import check_channel, check_identifier, qualified, quote_ident
 from ._pool import HandlerSpec, Job, Outcome, WorkerPool, run_handlers
 from .client import NotifyClient
@@ -158,6 +158,10 @@ class Server:
         self._statements: queries.EventStatements | None = None
         self._durable = True
         self._claim_stmt: Any = None
+        # claims, renewals, reaps and releases: losing one in a database crash only returns events to pending,
+        # so this connection commits asynchronously (no WAL flush wait); outcomes are written synchronously.
+        self._dispatch_conn = DedicatedConnection(self.engine, "notified-sa dispatcher", {"synchronous_commit": "off"})
+        self._complete_conn = DedicatedConnection(self.engine, "notified-sa completer")
         self._fetch_stmt: Any = None
         self._id_key = "id"
         self._listener: ListenConnection | None = None
@@ -298,6 +302,10 @@ class Server:
         self._started = True
         try:
             self._inspect_table()
+            self._dispatch_conn = DedicatedConnection(
+                self.engine, "notified-sa dispatcher", {"synchronous_commit": "off"}
+            )
+            self._complete_conn = DedicatedConnection(self.engine, "notified-sa completer")
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
@@ -668,12 +676,10 @@ class Server:
             return 0
         assert self._statements is not None
         params = {"names": names, "limit": limit, "owner": self.owner, "lease_seconds": self.config.lease_seconds}
-        with Session(self.engine, expire_on_commit=False) as session:
-            if self._claim_stmt is not None:
-                events: list[Any] = list(session.scalars(self._claim_stmt, params))
-            else:
-                events = [dict(row._mapping) for row in session.execute(self._statements.claim, params)]
-            session.commit()
+        if self._claim_stmt is not None:
+            events: list[Any] = self._dispatch_conn.orm(self._claim_stmt, params)
+        else:
+            events = [dict(row._mapping) for row in self._dispatch_conn.rows(self._statements.claim, params)]
         if not events:
             return 0
         id_key = self._statements.id.key
@@ -710,10 +716,8 @@ class Server:
         ids = [self._seed_ids.popleft() for _ in range(min(limit, len(self._seed_ids)))]
         if not ids:
             return 0
-        with self.engine.connect() as conn:
-            rows = {
-                row._mapping[self._id_key]: dict(row._mapping) for row in conn.execute(self._fetch_stmt, {"ids": ids})
-            }
+        found = self._dispatch_conn.rows(self._fetch_stmt, {"ids": ids})
+        rows = {row._mapping[self._id_key]: dict(row._mapping) for row in found}
         jobs = []
         for event_id in ids:
             row = rows.get(event_id)
@@ -763,10 +767,8 @@ class Server:
 
     def _write_outcomes(self, batch_json: str) -> set[Any]:
         assert self._statements is not None
-        with Session(self.engine) as session:
-            written = set(session.scalars(self._statements.complete, {"batch": batch_json, "owner": self.owner}))
-            session.commit()
-        return written
+        rows = self._complete_conn.rows(self._statements.complete, {"batch": batch_json, "owner": self.owner})
+        return {row[0] for row in rows}
 
     def _on_written(self, batch: list[Outcome], written: set[Any]) -> None:
         due = math.inf
@@ -814,19 +816,16 @@ class Server:
             return
         assert self._statements is not None
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    self._statements.renew,
-                    {"ids": ids, "owner": self.owner, "lease_seconds": self.config.lease_seconds},
-                )
+            self._dispatch_conn.rows(
+                self._statements.renew, {"ids": ids, "owner": self.owner, "lease_seconds": self.config.lease_seconds}
+            )
         except sa_exc.DBAPIError as exc:
             logger.warning("renewing leases failed: %s", _first_line(exc), extra={"count": len(ids)})
 
     def _reap(self) -> None:
         assert self._statements is not None
         try:
-            with self.engine.begin() as conn:
-                rows = conn.execute(self._statements.reap, {"max_attempts": self.config.max_attempts}).all()
+            rows = self._dispatch_conn.rows(self._statements.reap, {"max_attempts": self.config.max_attempts})
         except sa_exc.DBAPIError as exc:
             logger.warning("taking back expired leases failed: %s", _first_line(exc))
             return
@@ -846,8 +845,7 @@ class Server:
         assert self._statements is not None
         ids = [job.event_id for job in jobs]
         try:
-            with self.engine.begin() as conn:
-                released = conn.execute(self._statements.release, {"ids": ids, "owner": self.owner}).all()
+            released = self._dispatch_conn.rows(self._statements.release, {"ids": ids, "owner": self.owner})
         except sa_exc.DBAPIError as exc:
             logger.warning(
                 "could not give back %d unstarted events (%s); they return to pending when their lease expires",
@@ -903,6 +901,8 @@ class Server:
             if self._completer is not None:
                 self._completer.stop(timeout=min(10.0, max(1.0, cfg.shutdown_timeout)))
         finally:
+            self._dispatch_conn.close()
+            self._complete_conn.close()
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None

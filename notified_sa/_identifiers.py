@@ -21,8 +21,9 @@ MAX_IDENTIFIER_BYTES = 63
 def check_identifier(value: object, what: str) -> str:
     """Return ``value`` if it is usable as a PostgreSQL identifier, else raise InvalidIdentifierError.
 
-    Any character except NUL is allowed, because every identifier is quoted; what is refused is what PostgreSQL
-    would silently change (truncation past 63 bytes) or cannot store (NUL, empty).
+    Any printable character is allowed, because every identifier is quoted; what is refused is what PostgreSQL
+    would silently change (truncation past 63 bytes) or cannot store (NUL, empty), and control characters (tab,
+    newline, ...), which do not survive a migration written out as an SQL script.
     """
     if not isinstance(value, str):
         raise InvalidIdentifierError(f"{what} must be a string, got {type(value).__name__} {value!r}")
@@ -30,6 +31,10 @@ def check_identifier(value: object, what: str) -> str:
         raise InvalidIdentifierError(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidIdentifierError(f"{what} {value!r} contains a NUL character, which PostgreSQL cannot store")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise InvalidIdentifierError(
+            f"{what} {value!r} contains a control character (tab, newline, ...); use printable characters only"
+        )
     size = len(value.encode("utf-8"))
     if size > MAX_IDENTIFIER_BYTES:
         raise InvalidIdentifierError(

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     DateTime,
     Enum,
     Identity,
@@ -76,11 +77,13 @@ DELIVERY_COLUMNS: tuple[str, ...] = (
     "last_error",
 )
 
+# A VARCHAR holding EventStatus values. Its CHECK constraint is declared explicitly on the table (see
+# _on_mapped) rather than through Enum(create_constraint=True), which Alembic before 1.20.1 renders twice.
 _status_type = Enum(
     EventStatus,
     native_enum=False,
     length=16,
-    create_constraint=True,
+    create_constraint=False,
     validate_strings=True,
     values_callable=lambda members: [m.value for m in members],
     name="notified_event_status",
@@ -155,6 +158,10 @@ def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
     for_each: Any = getattr(cls, "__notify_for_each__", "row")
     ddl = notify_trigger_ddl(table.name, channel, schema=table.schema, id_column="id", for_each=for_each)
     table.info[TABLE_INFO_KEY] = ddl.trigger
+    allowed = ", ".join(f"'{s.value}'" for s in EventStatus)
+    table.append_constraint(
+        CheckConstraint(f"status IN ({allowed})", name=conv(derived_name("ck_", table.name, "_status")))
+    )
     Index(
         conv(derived_name("ix_", table.name, "_pending")),
         table.c.id,

@@ -61,6 +61,8 @@ def test_channel_is_used_exactly_as_given(db_url: str, channel: str) -> None:
         ("x" * 64, "at most 63 bytes"),
         ("é" * 32, "at most 63 bytes"),
         ("a\x00b", "NUL"),
+        ("tab\there", "control character"),
+        ("new\nline", "control character"),
     ],
 )
 def test_bad_channels_are_refused_with_the_rule(channel: str, message: str) -> None:

@@ -498,8 +498,9 @@ class Server:
         claim_retry_at = 0.0
         claim_attempt = 0
         want_claim = True  # catch up at start
-        backlog = False
+        backlog = False  # the last claim was full: more events are probably waiting
         heard_since_poll = False
+        # In a backlog, wait until half the pool is free before claiming again, so claims stay large.
         refill = max(1, min(cfg.claim_batch_size, cfg.pool_size) // 2)
 
         while not self._stop_requested:
@@ -539,67 +540,66 @@ class Server:
                     self._next_due = math.inf
                 want_claim = True
 
-            wait_for_capacity = False
-            if (want_claim or self._seed_ids) and now >= claim_retry_at:
-                free = self._free_capacity()
-                needed = refill if backlog else 1
-                if free >= needed:
-                    try:
-                        limit = min(cfg.claim_batch_size, free)
-                        got = self._claim(limit) if self._durable else self._seed_claim(limit)
-                        claim_attempt = 0
-                        backlog = got >= limit
-                        want_claim = backlog
-                        if backlog:
-                            continue  # more may be waiting: claim again at once if there is room
-                    except sa_exc.DBAPIError as exc:
-                        claim_attempt += 1
-                        delay = self.reconnect_backoff.delay(claim_attempt)
-                        claim_retry_at = now + delay
-                        self._bump("claim_errors")
-                        logger.warning(
-                            "claiming events failed (%s); retrying in %.2fs",
-                            _first_line(exc),
-                            delay,
-                            extra={"channel": self.channel, "attempt": claim_attempt},
-                        )
-                else:
-                    wait_for_capacity = True
+            needed = refill if backlog else 1
+            if (want_claim or self._seed_ids) and now >= claim_retry_at and self._free_capacity() >= needed:
+                limit = min(cfg.claim_batch_size, self._free_capacity())
+                try:
+                    got = self._claim(limit) if self._durable else self._seed_claim(limit)
+                    claim_attempt = 0
+                    backlog = got >= limit
+                    want_claim = backlog
+                    needed = refill if backlog else 1
+                except Exception as exc:
+                    claim_attempt += 1
+                    delay = self.reconnect_backoff.delay(claim_attempt)
+                    claim_retry_at = now + delay
+                    self._bump("claim_errors")
+                    log = logger.warning if isinstance(exc, sa_exc.DBAPIError) else logger.exception
+                    log(
+                        "claiming events failed (%s); retrying in %.2fs",
+                        _first_line(exc),
+                        delay,
+                        extra={"channel": self.channel, "attempt": claim_attempt},
+                    )
 
-            if not self._ready.is_set() and not want_claim:
+            if not want_claim and not self._ready.is_set():
                 self._ready.set()
 
-            deadline = min(next_poll, next_renew, reconnect_at, self._next_due)
-            if want_claim and not wait_for_capacity:
-                deadline = min(deadline, claim_retry_at)
-            timeout = max(0.0, deadline - time.monotonic())
-            if wait_for_capacity:
-                needed = refill if backlog else 1
-                with self._lock:
-                    if self._free_capacity() >= needed:
-                        continue
-                    self._capacity_needed = needed
-                    self._waiting_for_capacity = True
-            readers: list[Any] = [self._wake_r]
+            # How long to wait for a notification or a wake-up: until the next timer, or not at all when more
+            # events can be claimed right away, or until a worker frees enough capacity.
+            timeout = min(next_poll, next_renew, reconnect_at, self._next_due) - time.monotonic()
+            if want_claim or self._seed_ids:
+                if time.monotonic() < claim_retry_at:
+                    timeout = min(timeout, claim_retry_at - time.monotonic())
+                else:
+                    with self._lock:
+                        if self._free_capacity() >= needed:
+                            timeout = 0.0
+                        else:
+                            self._capacity_needed = needed
+                            self._waiting_for_capacity = True
             listener = self._listener
-            if listener is not None:
-                readers.append(listener.fileno())
-            try:
-                ready, _, _ = select.select(readers, [], [], timeout)
-            except (OSError, ValueError) as exc:  # the listener's socket was closed under us
-                if listener is None:
-                    raise
-                reconnect_at = self._drop_listener(ListenerLost(str(exc)))
-                continue
-            if self._wake_r in ready:
+            # A table without delivery columns keeps ids in memory; past the limit, stop reading notifications
+            # so they wait in PostgreSQL's queue instead.
+            reading = listener is not None and len(self._seed_ids) < _SEED_BACKLOG_LIMIT
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)  # type: ignore[arg-type]
+            if reading:
+                try:
+                    poller.register(listener.fileno(), select.POLLIN)  # type: ignore[union-attr]
+                except (OSError, ValueError) as exc:  # its socket is already gone
+                    reconnect_at = self._drop_listener(ListenerLost(str(exc)))
+                    continue
+            events = poller.poll(max(0.0, timeout) * 1000.0)
+            if events and any(fd == self._wake_r.fileno() for fd, _ in events):  # type: ignore[union-attr]
                 with contextlib.suppress(BlockingIOError, OSError):
                     self._wake_r.recv(4096)  # type: ignore[union-attr]
             if self._claim_requested:
                 self._claim_requested = False
                 want_claim = True
-            if listener is not None:  # every turn: a ping may have left notifications in the driver's buffer
+            if reading:  # every turn: a ping may have left notifications in the driver's buffer
                 try:
-                    notes = listener.drain()
+                    notes = listener.drain()  # type: ignore[union-attr]
                 except ListenerLost as exc:
                     reconnect_at = self._drop_listener(exc)
                     continue
@@ -622,36 +622,30 @@ class Server:
         return time.monotonic()
 
     def _accept_notifications(self, notes: list[Notification]) -> bool:
-        """Log and count notifications; True if any is for our channel."""
-        relevant = False
-        for note in notes:
-            if note.channel != self.channel:
-                continue
-            relevant = True
-            self._bump("notifications")
+        """Count and check notifications; True if any is for our channel (then it is time to claim)."""
+        mine = [note for note in notes if note.channel == self.channel]
+        if not mine:
+            return False
+        self._bump("notifications", len(mine))
+        debug = logger.isEnabledFor(logging.DEBUG)
+        for note in mine:
             payload = note.payload.strip()
-            if not self._durable:
-                if len(self._seed_ids) >= _SEED_BACKLOG_LIMIT:
-                    logger.warning("too many notifications queued in memory; dropping %r", payload[:100])
-                    continue
+            if not self._durable:  # the payload is the event: keep its id, oldest first
                 if not payload:
                     self._bad_notification(note, "is empty; expected an event id")
-                    continue
-                if self._seed_id_is_int:
-                    try:
-                        self._seed_ids.append(int(payload))
-                    except ValueError:
-                        self._bad_notification(note, "is not an integer event id")
-                else:
+                elif not self._seed_id_is_int:
                     self._seed_ids.append(payload)
-                continue
-            if not payload:
+                elif payload.lstrip("-").isdigit():
+                    self._seed_ids.append(int(payload))
+                else:
+                    self._bad_notification(note, "is not an integer event id")
+            elif not payload:  # the table is the truth: any notification is a wake-up, odd ones are logged
                 self._bad_notification(note, "is empty; treated as a wake-up")
             elif not payload.lstrip("-").isdigit():
                 self._bad_notification(note, "is not an event id; treated as a wake-up")
-            else:
+            elif debug:
                 logger.debug("notification", extra={"channel": note.channel, "payload": payload, "pid": note.pid})
-        return relevant
+        return True
 
     def _bad_notification(self, note: Notification, why: str) -> None:
         self._bump("bad_notifications")

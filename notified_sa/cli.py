@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -135,6 +136,14 @@ def _database_url(given: str | None) -> URL:
     return url
 
 
+def _installed_driver(url: URL) -> URL:
+    """``url`` with a driver that is installed: a bare ``postgresql://`` means psycopg (3) to SQLAlchemy 2.1, which
+    is optional here, so without it the bare URL gets psycopg2 (a dependency). An explicit driver is kept."""
+    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        return url.set(drivername="postgresql+psycopg2")
+    return url
+
+
 def _mask(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
@@ -165,7 +174,7 @@ def cannot_connect_message(url: URL, exc: BaseException) -> str:
 @contextlib.contextmanager
 def _connect(given_url: str | None) -> Iterator[Connection]:
     """One connection for a database command; clear errors for bad URLs, missing drivers and refused connections."""
-    url = _database_url(given_url)
+    url = _installed_driver(_database_url(given_url))
     connect_args: dict[str, Any] = {}
     if url.get_driver_name() in ("psycopg2", "psycopg") and "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = 10
@@ -173,6 +182,7 @@ def _connect(given_url: str | None) -> Iterator[Connection]:
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise CLIError(f"cannot use the database URL {_mask(url)}: {exc}", EXIT_USAGE) from None
+    logger.debug("connecting", extra={"database_url": _mask(url)})
     try:
         try:
             conn = engine.connect()
@@ -182,10 +192,6 @@ def _connect(given_url: str | None) -> Iterator[Connection]:
             yield conn
     finally:
         engine.dispose()
-
-
-def _label(table: Table) -> str:
-    return f"{table.schema}.{table.name}" if table.schema else table.name
 
 
 def _events_table(conn: Connection, name: str) -> Table:
@@ -544,6 +550,8 @@ def load_server(target: str) -> Server:
                 EXIT_USAGE,
             ) from None
         raise CLIError(f"importing {module_name!r} failed:\n{traceback.format_exc()}") from None
+    except ConfigError:
+        raise  # an invalid NOTIFIED_* value: its message names the variable
     except Exception:
         raise CLIError(f"importing {module_name!r} failed:\n{traceback.format_exc()}") from None
     obj: Any = module
@@ -557,14 +565,19 @@ def load_server(target: str) -> Server:
         return obj
     if not callable(obj):
         raise CLIError(
-            f"{target} is a {type(obj).__name__}, not a notified_sa.Server or a function returning one", EXIT_USAGE
+            f"{target} is of type {type(obj).__name__}, not a notified_sa.Server or a function returning one",
+            EXIT_USAGE,
         )
     try:
         made = obj()
+    except ConfigError:
+        raise
     except Exception:
         raise CLIError(f"calling {target}() failed:\n{traceback.format_exc()}") from None
     if not isinstance(made, Server):
-        raise CLIError(f"{target}() returned a {type(made).__name__}, not a notified_sa.Server", EXIT_USAGE)
+        raise CLIError(
+            f"{target}() returned an object of type {type(made).__name__}, not a notified_sa.Server", EXIT_USAGE
+        )
     return made
 
 
@@ -592,7 +605,7 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         cfg = server.config
         err.write(
             f"notified-sa serve: {args.target} on channel {server.channel!r} (pool_size={cfg.pool_size}, "
-            f"poll_only={cfg.poll_only}, database {_where(server.engine.url)}); Ctrl-C or SIGTERM stops it\n"
+            f"poll_only={cfg.poll_only}) on {_where(server.engine.url)}; Ctrl-C or SIGTERM stops it\n"
         )
         err.flush()
         try:
@@ -610,7 +623,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from .demo import DemoError, run_demo
 
     given = args.database_url or os.environ.get(DATABASE_URL_ENV, "").strip() or None
-    url = _database_url(given) if given else None
+    url = _installed_driver(_database_url(given)) if given else None
     try:
         summary = run_demo(
             url.render_as_string(hide_password=False) if url is not None else None,

@@ -233,7 +233,7 @@ def run_demo(
             embedded = devdb.start_embedded()
         except RuntimeError as exc:
             raise DemoError(str(exc)) from None
-        database_url = embedded.url
+        database_url = devdb.with_driver(embedded.url, "psycopg2")  # a dependency; psycopg (3) is optional
         where = "an embedded server"
     else:
         where = make_url(database_url).render_as_string(hide_password=True)
@@ -255,7 +255,7 @@ def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: flo
         max_attempts=3,
         backoff_base=0.05,
         backoff_cap=0.2,
-        channel_select_timeout=2.0,
+        channel_select_timeout=0.5,  # the safety-net poll; notifications do the work
         shutdown_timeout=5.0,
     )
     channel = event_model.__notify_channel__
@@ -270,6 +270,7 @@ def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: flo
         created = True
         version = ".".join(str(v) for v in (engine.dialect.server_version_info or ())[:2])
         server.start()
+        logger.info("demo started", extra={"table": event_model.__tablename__, "channel": channel, "events": total})
         if not server.wait_ready(30):
             raise DemoError("the Server did not become ready within 30 s")
         if progress is not None:

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, inspect
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect
 
 from . import queries
+from ._engines import engine_from_url
 from ._identifiers import check_channel, check_identifier, qualified
 from .ddl import NotifyTrigger
 from .errors import SchemaError
@@ -70,7 +71,7 @@ class _Bound:
     def __init__(self, bind: Engine | Connection | str) -> None:
         self._engine: Engine | None = None
         if isinstance(bind, str):
-            self._engine = create_engine(bind)
+            self._engine = engine_from_url(bind)
             self._conn = self._engine.connect()
             self._owned = True
         elif isinstance(bind, Engine):

@@ -45,6 +45,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from . import __version__, queries
+from ._engines import installed_driver
 from .admin import installed_trigger, purge, requeue, resolve_table, table_status
 from .errors import ConfigError, InvalidIdentifierError, SchemaError
 from .handlers import event_as_dict
@@ -136,14 +137,6 @@ def _database_url(given: str | None) -> URL:
     return url
 
 
-def _installed_driver(url: URL) -> URL:
-    """``url`` with a driver that is installed: a bare ``postgresql://`` means psycopg (3) to SQLAlchemy 2.1, which
-    is optional here, so without it the bare URL gets psycopg2 (a dependency). An explicit driver is kept."""
-    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
-        return url.set(drivername="postgresql+psycopg2")
-    return url
-
-
 def _mask(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
@@ -174,7 +167,7 @@ def cannot_connect_message(url: URL, exc: BaseException) -> str:
 @contextlib.contextmanager
 def _connect(given_url: str | None) -> Iterator[Connection]:
     """One connection for a database command; clear errors for bad URLs, missing drivers and refused connections."""
-    url = _installed_driver(_database_url(given_url))
+    url = installed_driver(_database_url(given_url))
     connect_args: dict[str, Any] = {}
     if url.get_driver_name() in ("psycopg2", "psycopg") and "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = 10
@@ -623,7 +616,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from .demo import DemoError, run_demo
 
     given = args.database_url or os.environ.get(DATABASE_URL_ENV, "").strip() or None
-    url = _installed_driver(_database_url(given)) if given else None
+    url = installed_driver(_database_url(given)) if given else None
     try:
         summary = run_demo(
             url.render_as_string(hide_password=False) if url is not None else None,

@@ -14,10 +14,11 @@ import logging
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from . import queries
+from ._engines import engine_from_url
 from ._identifiers import check_channel
 from .errors import PayloadError
 
@@ -56,7 +57,7 @@ class NotifyClient:
         self._owned_engine: Engine | None = None
         if isinstance(bind, str):
             self.connection_string: str | None = bind
-            self._owned_engine = create_engine(bind)
+            self._owned_engine = engine_from_url(bind)
             self._bind: Engine | Connection | Session = self._owned_engine
         elif isinstance(bind, (Engine, Connection, Session)):
             self.connection_string = None

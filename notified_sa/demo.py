@@ -23,11 +23,12 @@ from datetime import datetime
 from threading import Lock
 from typing import Any, TextIO
 
-from sqlalchemy import BigInteger, DateTime, Identity, Text, create_engine, func, select
+from sqlalchemy import BigInteger, DateTime, Identity, Text, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import devdb
+from ._engines import engine_from_url
 from .admin import table_status
 from .config import NotifiedConfig
 from .handlers import HandlerResult, HandlerStatus
@@ -233,7 +234,7 @@ def run_demo(
             embedded = devdb.start_embedded()
         except RuntimeError as exc:
             raise DemoError(str(exc)) from None
-        database_url = devdb.with_driver(embedded.url, "psycopg2")  # a dependency; psycopg (3) is optional
+        database_url = embedded.url
         where = "an embedded server"
     else:
         where = make_url(database_url).render_as_string(hide_password=True)
@@ -247,7 +248,7 @@ def run_demo(
 def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: float) -> DemoSummary:
     suffix = uuid.uuid4().hex[:10]
     base, user_model, event_model = _models(suffix)
-    engine = create_engine(url)
+    engine = engine_from_url(url)
     tracker = _Tracker()
     welcome, credits = _handlers(tracker)
     conf = NotifiedConfig(

@@ -18,6 +18,7 @@ renews while handlers run and that any server takes back once it expires.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from functools import partial
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, create_engine, inspect
+from sqlalchemy import Engine, Table, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
 from sqlalchemy.types import Integer
@@ -42,6 +43,7 @@ from . import queries
 from ._backoff import RECONNECT, Backoff
 from ._completer import Completer, _first_line
 from ._connections import DedicatedConnection
+from ._engines import engine_from_url
 from ._identifiers import check_channel, check_identifier, qualified, quote_ident
 from ._pool import HandlerSpec, Job, Outcome, WorkerPool, run_handlers
 from .client import NotifyClient
@@ -107,7 +109,7 @@ class Server:
         self._owns_engine = False
         if isinstance(bind, str):
             self.connection_string = bind
-            self.engine: Engine = create_engine(bind)
+            self.engine: Engine = engine_from_url(bind)
             self._owns_engine = True
         elif isinstance(bind, Engine):
             self.engine = bind
@@ -136,7 +138,7 @@ class Server:
         self._claim_requested = False
         self._capacity_needed = 1
         self._leases: dict[Any, int] = {}
-        self._next_due = math.inf
+        self._retry_due: list[float] = []  # a heap of monotonic times when this server's retries fall due
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "notifications",
@@ -384,6 +386,12 @@ class Server:
                     "migration: alembic revision --autogenerate generates the op.add_column() calls"
                 )
             self._table = table
+            if missing and self.config.poll_only:
+                raise SchemaError(
+                    f"poll_only is set, but the table {qualified(table.name, table.schema)} has no delivery columns "
+                    f"({', '.join(missing)}): such a table learns of events only from notifications, so nothing "
+                    "would ever be handled. Add the delivery columns (EventMixin) or turn poll_only off"
+                )
             if missing:
                 self._durable = False
                 int_types = (Integer,)
@@ -535,9 +543,10 @@ class Server:
             if now >= next_renew:
                 next_renew = now + renew_every
                 self._renew_leases()
-            if now >= self._next_due:
+            if self._retry_due and now >= self._retry_due[0]:
                 with self._lock:
-                    self._next_due = math.inf
+                    while self._retry_due and self._retry_due[0] <= now:
+                        heapq.heappop(self._retry_due)
                 want_claim = True
 
             needed = refill if backlog else 1
@@ -567,7 +576,8 @@ class Server:
 
             # How long to wait for a notification or a wake-up: until the next timer, or not at all when more
             # events can be claimed right away, or until a worker frees enough capacity.
-            timeout = min(next_poll, next_renew, reconnect_at, self._next_due) - time.monotonic()
+            next_due = self._retry_due[0] if self._retry_due else math.inf
+            timeout = min(next_poll, next_renew, reconnect_at, next_due) - time.monotonic()
             if want_claim or self._seed_ids:
                 if time.monotonic() < claim_retry_at:
                     timeout = min(timeout, claim_retry_at - time.monotonic())
@@ -765,7 +775,7 @@ class Server:
         return {row[0] for row in rows}
 
     def _on_written(self, batch: list[Outcome], written: set[Any]) -> None:
-        due = math.inf
+        retries = False
         with self._lock:
             for outcome in batch:
                 self._leases.pop(outcome.event_id, None)
@@ -777,8 +787,10 @@ class Server:
                     self._stats["dead"] += 1
                 else:
                     self._stats["retried"] += 1
-                    due = min(due, time.monotonic() + outcome.delay)
-            self._next_due = min(self._next_due, due)
+                    # available_at was set from the database's clock when the outcome was written, just before
+                    # now, so this local due time is never earlier than the row's
+                    heapq.heappush(self._retry_due, time.monotonic() + outcome.delay)
+                    retries = True
         for outcome in batch:
             extra = {"event_id": outcome.event_id, "event_name": outcome.name, "attempt": outcome.attempt}
             if outcome.event_id not in written:
@@ -798,8 +810,8 @@ class Server:
                 )
             elif outcome.status is EventStatus.PENDING:
                 logger.info("event %s will be retried in %.2fs", outcome.event_id, outcome.delay, extra=extra)
-        if due < math.inf:
-            self._wake()
+        if retries:
+            self._wake()  # the dispatcher recomputes how long to wait
 
     def _renew_leases(self) -> None:
         if not self._durable:

@@ -208,3 +208,9 @@ def test_seed_table_with_a_model_lacking_columns_is_a_clear_error(seed_db: str) 
 
     with pytest.raises(SchemaError, match=r"lacks the delivery columns payload, created_at, status"):
         Server("events", sa.create_engine(seed_db), model=Plain).start()
+
+
+def test_poll_only_on_a_table_without_delivery_columns_is_refused(seed_db: str) -> None:
+    server = Server("events", seed_db, conf=NotifiedConfig(poll_only=True))
+    with pytest.raises(SchemaError, match="poll_only is set, but the table"):
+        server.start()

@@ -189,3 +189,21 @@ def test_an_outcome_is_not_written_once_the_lease_was_taken_away(events_engine: 
         wait_for(lambda: server.stats["lost_leases"] == 1)
     ev = _event(events_engine, event_id)
     assert ev.status is EventStatus.RUNNING and ev.lease_owner == "other-server" and ev.results == {}
+
+
+def test_every_retry_in_a_batch_runs_when_due_not_at_the_next_poll(events_engine: sa.Engine) -> None:
+    failed_once: set[int] = set()
+
+    def flaky(event: Event) -> None:
+        if event.id not in failed_once:
+            failed_once.add(event.id)
+            raise RuntimeError("first attempt fails")
+
+    ids = publish(events_engine, "job", 6)  # claimed together, failed together, retried at jittered times
+    conf = fast_config(backoff_base=0.4, backoff_cap=0.4, channel_select_timeout=60.0)
+    server = Server("events", events_engine, model=Event, conf=conf)
+    server.register_handler("job", flaky)
+    with server:
+        wait_for(lambda: statuses(events_engine) == {"succeeded": 6}, timeout=15, what="all retried well before a poll")
+    assert failed_once == set(ids)
+    assert server.stats["retried"] == 6

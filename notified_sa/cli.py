@@ -175,7 +175,7 @@ def _connect(given_url: str | None) -> Iterator[Connection]:
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise CLIError(f"cannot use the database URL {_mask(url)}: {exc}", EXIT_USAGE) from None
-    logger.debug("connecting", extra={"database_url": _mask(url)})
+    logger.debug("connecting", extra={"database_url": _mask(url), "driver": engine.dialect.driver})
     try:
         try:
             conn = engine.connect()

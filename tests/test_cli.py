@@ -412,7 +412,7 @@ def test_a_bare_postgresql_url_works_without_psycopg_3(
     assert code == 0, err
     assert json.loads(out)["tables"][0]["table"] == "events"
     (connecting,) = [r for r in caplog.records if r.getMessage() == "connecting"]
-    assert connecting.database_url.startswith("postgresql+psycopg2://")  # type: ignore[attr-defined]
+    assert connecting.driver == "psycopg2"  # type: ignore[attr-defined]
 
 
 def test_database_url_errors_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -649,11 +649,9 @@ class Server:
                     self._seed_ids.append(int(payload))
                 else:
                     self._bad_notification(note, "is not an integer event id")
-            elif not payload:  # the table is the truth: any notification is a wake-up, odd ones are logged
-                self._bad_notification(note, "is empty; treated as a wake-up")
-            elif not payload.lstrip("-").isdigit():
-                self._bad_notification(note, "is not an event id; treated as a wake-up")
-            elif debug:
+            elif payload and not payload.lstrip("-").isdigit():  # the table is the truth: any notification is a
+                self._bad_notification(note, "is not an event id; treated as a wake-up")  # wake-up; odd ones logged
+            elif debug:  # an id (row trigger) or empty (statement trigger, NotifyClient().notify())
                 logger.debug("notification", extra={"channel": note.channel, "payload": payload, "pid": note.pid})
         return True
 

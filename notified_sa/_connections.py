@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
 
 logger = logging.getLogger("notified_sa.server")
 
@@ -66,18 +65,6 @@ class DedicatedConnection:
             rows = list(result.all()) if result.returns_rows else []
             conn.commit()  # ends SQLAlchemy's bookkeeping transaction; the database already committed
             return rows
-        except sa_exc.DBAPIError as exc:
-            self._failed(exc)
-            raise
-
-    def orm(self, statement: Any, params: dict[str, Any]) -> list[Any]:
-        """Execute an ORM statement through a Session on this connection; return detached, loaded instances."""
-        conn = self.get()
-        try:
-            with Session(bind=conn, expire_on_commit=False) as session:
-                objects = list(session.scalars(statement, params))
-                session.commit()
-            return objects
         except sa_exc.DBAPIError as exc:
             self._failed(exc)
             raise

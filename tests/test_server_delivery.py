@@ -45,6 +45,14 @@ def test_notification_wakes_the_server_and_handler_gets_a_detached_loaded_instan
     assert (event.id, event.name, event.payload, event.attempts) == (event_id, "job", {"user_id": 7}, 1)
     assert event.status is EventStatus.RUNNING and event.lease_owner == server.owner
     assert server.stats["notifications"] >= 1
+    state = sa.inspect(event)
+    assert state.key == (Event, (event_id,), None) and not state.modified and not state.unloaded
+    with Session(events_engine) as session:  # as after Session.get() + close(): merge updates, never inserts
+        merged = session.merge(event)
+        merged.payload = {"user_id": 8}
+        session.commit()
+    assert count(events_engine, "SELECT count(*) FROM events") == 1
+    assert count(events_engine, "SELECT (payload->>'user_id')::int FROM events") == 8
 
 
 def test_dict_mode_without_model_passes_the_row_as_a_dict(events_engine: sa.Engine, db_url: str) -> None:

@@ -78,7 +78,7 @@ class CreateNotifyTriggerOp(NotifyTriggerOp):
     ) -> None:
         """Install a notify trigger: each INSERT into ``table_name`` sends ``pg_notify(channel, id)``.
 
-        ``for_each="statement"`` sends one notification per INSERT statement (carrying its highest id) instead of
+        ``for_each="statement"`` sends one notification per INSERT statement (an empty-payload wake-up) instead of
         one per row. Re-running it replaces the trigger. The SQL is :func:`notified_sa.notify_trigger_ddl`'s.
         """
         operations.invoke(

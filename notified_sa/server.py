@@ -63,6 +63,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: (PostgreSQL's own queue then holds the rest).
 _SEED_BACKLOG_LIMIT = 10_000
 
+#: Settings of the dispatcher's own connection (nothing else uses it):
+#: - synchronous_commit off: claims, lease renewals, releases and reaps need no WAL flush wait, because losing one
+#:   in a database crash only leaves or puts events back in pending;
+#: - enable_bitmapscan off: each of its statements is best served by a plain index scan (the claim reads the
+#:   partial index on pending ids in order up to its LIMIT, and a plain scan also marks the entries of events no
+#:   longer pending as dead); on a young table with stale statistics the planner would otherwise pick a bitmap
+#:   scan plus a sort, which re-reads those entries on every claim.
+_DISPATCHER_SETTINGS = {"synchronous_commit": "off", "enable_bitmapscan": "off"}
+
 
 class _InstanceBuilder:
     """Turns claimed rows into detached, fully loaded instances of the model, as a Session would, minus the Session.
@@ -192,7 +201,7 @@ class Server:
         self._instances: _InstanceBuilder | None = None
         # claims, renewals, reaps and releases: losing one in a database crash only returns events to pending,
         # so this connection commits asynchronously (no WAL flush wait); outcomes are written synchronously.
-        self._dispatch_conn = DedicatedConnection(self.engine, "notified-sa dispatcher", {"synchronous_commit": "off"})
+        self._dispatch_conn = DedicatedConnection(self.engine, "notified-sa dispatcher", _DISPATCHER_SETTINGS)
         self._complete_conn = DedicatedConnection(self.engine, "notified-sa completer")
         self._fetch_stmt: Any = None
         self._id_key = "id"
@@ -334,9 +343,7 @@ class Server:
         self._started = True
         try:
             self._inspect_table()
-            self._dispatch_conn = DedicatedConnection(
-                self.engine, "notified-sa dispatcher", {"synchronous_commit": "off"}
-            )
+            self._dispatch_conn = DedicatedConnection(self.engine, "notified-sa dispatcher", _DISPATCHER_SETTINGS)
             self._complete_conn = DedicatedConnection(self.engine, "notified-sa completer")
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)

@@ -1,0 +1,178 @@
+"""notified-sa, run the native way: an Engine, an EventMixin model, ``Server("events", engine, model=Event,
+conf=NotifiedConfig(...))``, and publishing by committing ORM sessions.
+
+The table is created by ``metadata.create_all()``, which also installs the notify trigger the model asks for
+(``__notify_for_each__`` = ``row``, the default, or ``statement``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from benchmarks.harness import Commit, Plan, Published, Record, clock, run_plan, source_fingerprint, sqlalchemy_url
+from notified_sa import EventMixin, NotifiedConfig, Server, notify_trigger_ddl
+
+from ._plain import RawPublisher
+
+CHANNEL = "events"
+EVENT_NAME = "bench"
+
+#: The notified_sa source this process loaded (see harness.source_fingerprint); server children report it.
+CODE_FINGERPRINT = source_fingerprint("notified_sa")
+
+
+class RowBase(DeclarativeBase):
+    pass
+
+
+class StatementBase(DeclarativeBase):
+    pass
+
+
+class Event(EventMixin, RowBase):
+    """The events table with the default row trigger: one notification per event, carrying its id."""
+
+    __tablename__ = "events"
+
+
+class StatementEvent(EventMixin, StatementBase):
+    """The same table with the statement trigger: one notification per INSERT statement."""
+
+    __tablename__ = "events"
+    __notify_for_each__ = "statement"
+
+
+def _model(options: dict[str, Any]) -> type[Event] | type[StatementEvent]:
+    return StatementEvent if options.get("for_each") == "statement" else Event
+
+
+def config(options: dict[str, Any]) -> NotifiedConfig:
+    """The server configuration of the benchmark: every field explicit, so no NOTIFIED_* variable leaks in."""
+    return NotifiedConfig(
+        pool_size=options["pool_size"],
+        claim_batch_size=options["claim_batch_size"],
+        channel_select_timeout=5.0,
+        max_attempts=5,
+        backoff_base=1.0,
+        backoff_cap=300.0,
+        lease_seconds=30.0,
+        shutdown_timeout=10.0,
+        poll_only=False,
+    )
+
+
+def unavailable() -> str | None:
+    return None
+
+
+def describe(options: dict[str, Any]) -> dict[str, Any]:
+    if options.get("publisher") == "raw":
+        return {
+            "table": "EventMixin events table (metadata.create_all)",
+            "trigger": options.get("trigger"),
+            "publish": "psycopg2 INSERT ... RETURNING id via execute_values; commit()",
+        }
+    conf = config(options)
+    return {
+        "driver": options["driver"],
+        "trigger": options.get("for_each", "row"),
+        "engine": "create_engine(url) defaults (QueuePool pool_size=5, max_overflow=10)",
+        "config": {
+            name: getattr(conf, name)
+            for name in ("pool_size", "claim_batch_size", "channel_select_timeout", "lease_seconds", "max_attempts")
+        },
+        "publish": "Session(engine, expire_on_commit=False): add_all(events); commit()",
+    }
+
+
+def setup(url: str, options: dict[str, Any]) -> None:
+    """``metadata.create_all()``: the table, its indexes and its notify trigger. The trigger scenario's
+    ``trigger="none"`` variant then drops the trigger again (with the DDL builder's own DROP statements)."""
+    engine = sa.create_engine(sqlalchemy_url(url, "psycopg2"))
+    try:
+        _model(options).metadata.create_all(engine)
+        if options.get("trigger") == "none":
+            with engine.begin() as conn:
+                for stmt in notify_trigger_ddl("events", CHANNEL).drop:
+                    conn.exec_driver_sql(stmt)
+    finally:
+        engine.dispose()
+
+
+def preload(url: str, options: dict[str, Any], n: int) -> list[int]:
+    """``n`` pending events inserted by one SQL statement (the trigger fires; nobody listens yet)."""
+    engine = sa.create_engine(sqlalchemy_url(url, "psycopg2"))
+    try:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "INSERT INTO events (name, payload) "
+                    "SELECT :name, jsonb_build_object('i', g) FROM generate_series(1, :n) AS g RETURNING id"
+                ),
+                {"name": EVENT_NAME, "n": n},
+            )
+            return [int(r[0]) for r in rows]
+    finally:
+        engine.dispose()
+
+
+class _Server:
+    def __init__(self, url: str, options: dict[str, Any], records: list[Record]) -> None:
+        self.engine = sa.create_engine(sqlalchemy_url(url, options["driver"]))
+        self.server = Server(CHANNEL, self.engine, model=_model(options), conf=config(options))
+        append = records.append
+
+        def handle(event: Any) -> None:
+            t = clock()
+            append((event.id, t))
+
+        self.server.register_handler(EVENT_NAME, handle, key="bench")
+
+    def start(self) -> None:
+        self.server.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.server.wait_ready(timeout)
+
+    def stop(self, timeout: float) -> dict[str, Any]:
+        stopped = self.server.stop(timeout)
+        self.engine.dispose()
+        return {**self.server.stats, "stopped_cleanly": stopped}
+
+
+def make_server(url: str, options: dict[str, Any], records: list[Record]) -> _Server:
+    return _Server(url, options, records)
+
+
+class _Publisher:
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.engine = sa.create_engine(sqlalchemy_url(url, options["driver"]), pool_size=1)
+        self.model = _model(options)
+        self.seq = 0
+
+    def _tx(self, n: int) -> Commit:
+        model = self.model
+        with Session(self.engine, expire_on_commit=False) as session:
+            events = [model(name=EVENT_NAME, payload={"i": self.seq + i}) for i in range(n)]
+            session.add_all(events)
+            session.commit()
+            t = clock()
+        self.seq += n
+        return t, [e.id for e in events]
+
+    def run(self, plan: Plan) -> Published:
+        return run_plan(plan, self._tx)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def make_publisher(url: str, options: dict[str, Any]) -> _Publisher | RawPublisher:
+    """The ORM publisher; plain psycopg2 INSERTs for the trigger scenario (``publisher="raw"``), which measures
+    what the trigger adds to an INSERT, not what the ORM adds."""
+    if options.get("publisher") == "raw":
+        return RawPublisher(url)
+    return _Publisher(url, options)

@@ -4,16 +4,27 @@ The dispatcher and the completer each hold one, in autocommit mode, so a claim o
 round trip (no BEGIN/COMMIT exchanges) and the user's pool keeps all its slots. Session settings can be changed
 on them without leaking into the pool, because they are closed, never returned. A connection that fails is
 dropped and a new one is opened on next use.
+
+The two statements run for every event (the claim and the outcome write) can also run as a
+:class:`FastStatement`: compiled once by SQLAlchemy for the connection's dialect, executed on the DBAPI cursor
+directly. SQLAlchemy's execution layer costs more CPU than the driver does for these statements (measured: about
+150 microseconds more per one-row claim, 450 per 50-row claim, 360 per outcome write), and that CPU is taken
+from the handlers and the database on the same machine. A FastStatement is used only when every column it
+returns has a type the driver already returns as SQLAlchemy would; a table with any other column type (a
+TypeDecorator, a UUID, an Enum other than the status) goes through SQLAlchemy as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Boolean, Column, Connection, Date, DateTime, Engine, Enum, Float, Integer, Row, String, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import JSON, TypeEngine
 
 logger = logging.getLogger("notified_sa.server")
 
@@ -69,4 +80,79 @@ class DedicatedConnection:
             self._failed(exc)
             raise
 
+    def fast_rows(self, fast: FastStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a FastStatement on the DBAPI cursor; errors are raised as SQLAlchemy's DBAPIError subclasses."""
+        conn = self.get()
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        dialect = conn.dialect
+        full = fast.parameters(params)
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(fast.sql, full)
+                rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description is not None else []
+            finally:
+                cursor.close()
+        except dialect.loaded_dbapi.Error as err:
+            invalidated = bool(dialect.is_disconnect(err, dbapi_connection, None))
+            wrapped = sa_exc.DBAPIError.instance(
+                fast.sql,
+                full,
+                err,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=invalidated,
+                dialect=dialect,
+            )
+            if isinstance(wrapped, sa_exc.DBAPIError):
+                self._failed(wrapped)
+            raise wrapped from err
+        return rows
+
     close = discard
+
+
+def _converter(type_: TypeEngine[Any]) -> tuple[bool, Callable[[Any], Any] | None]:
+    """Whether the driver returns this type as SQLAlchemy would, and the conversion still needed if any."""
+    if isinstance(type_, Enum):
+        enum_class = type_.enum_class
+        if enum_class is not None and not type_.native_enum and type_.values_callable is not None:
+            return True, lambda value: None if value is None else enum_class(value)
+        return False, None
+    if type(type_).__module__.startswith("sqlalchemy.") and isinstance(
+        type_, (Integer, Float, String, DateTime, Date, Boolean, JSON)
+    ):
+        return True, None
+    return False, None
+
+
+class FastStatement:
+    """A Core statement compiled once for one dialect, to run on the DBAPI cursor (see the module docstring)."""
+
+    def __init__(self, statement: Any, dialect: Dialect, columns: Iterable[Column[Any]] = ()) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._compiled = compiled
+        self.keys: list[str] = []
+        converters: list[tuple[int, Callable[[Any], Any]]] = []
+        native = dialect.paramstyle == "pyformat" and not compiled.positional
+        for i, column in enumerate(columns):
+            ok, convert = _converter(column.type)
+            native = native and ok
+            self.keys.append(column.key)
+            if convert is not None:
+                converters.append((i, convert))
+        #: False if a column needs SQLAlchemy's result processing: then run the statement through SQLAlchemy.
+        self.native = native
+        self._converters = converters
+
+    def parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every bind parameter of the statement, ours and those SQLAlchemy rendered."""
+        return dict(self._compiled.construct_params(params))
+
+    def convert(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A returned row as a dict by column key, with the conversions the driver does not do."""
+        values = dict(zip(self.keys, row, strict=True))
+        for i, convert in self._converters:
+            key = self.keys[i]
+            values[key] = convert(values[key])
+        return values

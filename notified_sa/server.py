@@ -42,7 +42,7 @@ from sqlalchemy.types import Integer
 from . import queries
 from ._backoff import RECONNECT, Backoff
 from ._completer import Completer, _first_line
-from ._connections import DedicatedConnection
+from ._connections import DedicatedConnection, FastStatement
 from ._engines import engine_from_url
 from ._identifiers import check_channel, check_identifier, qualified, quote_ident
 from ._pool import HandlerSpec, Job, Outcome, WorkerPool, run_handlers
@@ -91,14 +91,13 @@ class _InstanceBuilder:
         pairs = [(column.key, mapper.get_property_by_column(column).key) for column in mapper.local_table.c]
         self._renamed = None if all(c == a for c, a in pairs) else pairs
 
-    def build(self, row: Any) -> Any:
-        """A detached instance holding ``row``'s values."""
+    def build(self, values: dict[str, Any]) -> Any:
+        """A detached instance holding a row's values (by column key)."""
         obj = self._new()
-        mapping = row._mapping
         if self._renamed is None:
-            obj.__dict__.update(mapping)
+            obj.__dict__.update(values)
         else:
-            obj.__dict__.update({attr: mapping[col] for col, attr in self._renamed})
+            obj.__dict__.update({attr: values[col] for col, attr in self._renamed})
         make_transient_to_detached(obj)
         return obj
 
@@ -199,6 +198,8 @@ class Server:
         self._statements: queries.EventStatements | None = None
         self._durable = True
         self._instances: _InstanceBuilder | None = None
+        self._claim_fast: FastStatement | None = None
+        self._complete_fast: FastStatement | None = None
         # claims, renewals, reaps and releases: losing one in a database crash only returns events to pending,
         # so this connection commits asynchronously (no WAL flush wait); outcomes are written synchronously.
         self._dispatch_conn = DedicatedConnection(self.engine, "notified-sa dispatcher", _DISPATCHER_SETTINGS)
@@ -449,6 +450,9 @@ class Server:
                 self._fetch_stmt = queries.fetch_by_ids(table, id_column)
                 return
             self._statements = queries.EventStatements(table, id_column)
+            dialect = self.engine.dialect
+            self._claim_fast = FastStatement(self._statements.claim, dialect, table.c)
+            self._complete_fast = FastStatement(self._statements.complete, dialect)
             if self.model is not None:
                 self._instances = _InstanceBuilder(self.model)
 
@@ -715,15 +719,19 @@ class Server:
             return 0
         assert self._statements is not None
         params = {"names": names, "limit": limit, "owner": self.owner, "lease_seconds": self.config.lease_seconds}
-        rows = self._dispatch_conn.rows(self._statements.claim, params)
-        if not rows:
+        fast = self._claim_fast
+        if fast is not None and fast.native:
+            values = [fast.convert(row) for row in self._dispatch_conn.fast_rows(fast, params)]
+        else:
+            values = [dict(row._mapping) for row in self._dispatch_conn.rows(self._statements.claim, params)]
+        if not values:
             return 0
         id_key = self._statements.id.key
-        rows.sort(key=lambda row: row._mapping[id_key])  # RETURNING has no order; hand them out oldest first
+        values.sort(key=lambda v: v[id_key])  # RETURNING has no order; hand them out oldest first
         if self._instances is not None:
-            events: list[Any] = [self._instances.build(row) for row in rows]
+            events: list[Any] = [self._instances.build(v) for v in values]
         else:
-            events = [dict(row._mapping) for row in rows]
+            events = values
         jobs: list[Job] = []
         finished: list[Outcome] = []
         with self._lock:
@@ -804,8 +812,10 @@ class Server:
 
     def _write_outcomes(self, batch_json: str) -> set[Any]:
         assert self._statements is not None
-        rows = self._complete_conn.rows(self._statements.complete, {"batch": batch_json, "owner": self.owner})
-        return {row[0] for row in rows}
+        params = {"batch": batch_json, "owner": self.owner}
+        if self._complete_fast is not None:
+            return {row[0] for row in self._complete_conn.fast_rows(self._complete_fast, params)}
+        return {row[0] for row in self._complete_conn.rows(self._statements.complete, params)}
 
     def _on_written(self, batch: list[Outcome], written: set[Any]) -> None:
         retries = False

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from notified_sa import EventStatus, HandlerResult, HandlerStatus, Server
+from notified_sa import EventMixin, EventStatus, HandlerResult, HandlerStatus, Server
 
 from .helpers import wait_for
+from .pgutil import query
 from .proc_worker import Event
 from .servers import Recorder, count, events_engine, fast_config, publish, statuses
 
@@ -178,3 +179,41 @@ def test_shutdown_from_another_thread_returns_promptly_and_listen_returns(events
     server.shutdown()
     thread.join(20)
     assert result.get("returned") and server.wait_stopped(0)
+
+
+class Reversed(sa.types.TypeDecorator[str]):
+    """Stored reversed: a type whose values only SQLAlchemy's processing gets right."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else value[::-1]
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else value[::-1]
+
+
+class CustomBase(DeclarativeBase):
+    pass
+
+
+class CustomEvent(EventMixin, CustomBase):
+    __tablename__ = "custom_events"
+    __notify_channel__ = "custom"
+    secret: Mapped[str | None] = mapped_column(Reversed)
+
+
+def test_a_model_with_custom_column_types_gets_sqlalchemys_processing(engine: sa.Engine, db_url: str) -> None:
+    CustomBase.metadata.create_all(engine)
+    rec = Recorder()
+    server = Server("custom", engine, model=CustomEvent, conf=fast_config())
+    server.register_handler("job", rec)
+    with server:
+        assert server._claim_fast is not None and not server._claim_fast.native  # the fast path steps aside
+        with Session(engine) as session:
+            session.add(CustomEvent(name="job", secret="abc"))
+            session.commit()
+        assert rec.done.wait(10)
+    assert rec.seen[0].secret == "abc"
+    assert query(db_url, "SELECT secret FROM custom_events") == [("cba",)]

@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import traceback
@@ -33,13 +34,19 @@ class HandlerSpec:
 
 @dataclass
 class Job:
-    """One claimed event and the handlers still to run on it."""
+    """One claimed event and the handlers still to run on it.
+
+    ``event`` is what handlers get; when it is None, the worker builds it from ``values`` with ``build`` first
+    (so the dispatcher, on the path from notification to handler, does not).
+    """
 
     event: Any
     event_id: Any
     name: str
     attempt: int
     handlers: tuple[HandlerSpec, ...]
+    values: dict[str, Any] | None = None
+    build: Callable[[dict[str, Any]], Any] | None = None
 
 
 @dataclass
@@ -68,13 +75,22 @@ def _clean_text(value: str) -> str:
     return value
 
 
+#: A NUL character in JSON text: ``\u0000`` not itself escaped (an even run of backslashes before it).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _has_nul(text: str) -> bool:
+    """Whether JSON text holds a NUL character (the cheap substring test first; the regex only if it hits)."""
+    return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
 def check_json(payload: Any) -> str | None:
     """None if PostgreSQL jsonb can store ``payload``, else why not (in words a user can act on)."""
     try:
         text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         return f"the result payload is not JSON-serialisable: {type(exc).__name__}: {exc}"
-    if "\\u0000" in text:
+    if _has_nul(text):
         return "the result payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
     try:
         text.encode("utf-8")
@@ -87,11 +103,59 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
+# One encoder for every outcome record: building a JSONEncoder per call costs as much as encoding a small record.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _storable(obj: Any) -> str | None:
+    """``obj`` as JSON text PostgreSQL jsonb accepts, or None (not serialisable, NaN, NUL, lone surrogate)."""
+    try:
+        text = _ENCODER.encode(obj)
+        text.encode("utf-8")  # lone surrogates
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+        return None
+    return None if _has_nul(text) else text
+
+
+def _failed_handler(
+    job: Job, key: str, summary: str, *, errors: list[str], failed: list[str], duration_ms: float | None
+) -> None:
+    failed.append(key)
+    errors.append(f"{key}: {summary}")
+    extra = {"event_id": job.event_id, "event_name": job.name, "handler": key, "attempt": job.attempt}
+    if duration_ms is not None:
+        extra["duration_ms"] = duration_ms
+    logger.warning("handler failed: %s", summary.strip().splitlines()[-1][:300], extra=extra)
+
+
+def _outcome(
+    job: Job, results: dict[str, Any], errors: list[str], failed: list[str], *, max_attempts: int, backoff: Backoff
+) -> tuple[EventStatus, float, str | None, dict[str, Any]]:
+    if not failed:
+        status, delay, error_text = EventStatus.SUCCEEDED, 0.0, None
+    elif job.attempt >= max_attempts:
+        status, delay, error_text = EventStatus.DEAD, 0.0, _clean_text("\n".join(errors))
+    else:
+        status, delay, error_text = EventStatus.PENDING, backoff.delay(job.attempt), _clean_text("\n".join(errors))
+    record = {
+        "id": job.event_id,
+        "attempt": job.attempt,
+        "status": status.value,
+        "results": results,
+        "error": error_text,
+        "delay": delay,
+    }
+    return status, delay, error_text, record
+
+
 def run_handlers(job: Job, max_attempts: int, backoff: Backoff) -> Outcome:
     """Run every handler of ``job`` (a failure in one does not stop the others) and build its outcome."""
+    if job.event is None and job.build is not None and job.values is not None:
+        job.event = job.build(job.values)
     results: dict[str, Any] = {}
     errors: list[str] = []
     failed: list[str] = []
+    debug = logger.isEnabledFor(logging.DEBUG)
     for spec in job.handlers:
         started = time.perf_counter()
         status = HandlerStatus.FAILURE
@@ -114,12 +178,8 @@ def run_handlers(job: Job, max_attempts: int, backoff: Backoff) -> Outcome:
                 )
         except BaseException as exc:  # every failure is recorded, none stops the pool
             error = _clean_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-        if error is None and payload is not None:
-            problem = check_json(payload)
-            if problem is not None:
-                status, error, payload = HandlerStatus.FAILURE, problem, None
         duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
-        ok = status is HandlerStatus.SUCCESS
+        ok = status is HandlerStatus.SUCCESS and error is None
         results[spec.key] = {
             "status": "success" if ok else "failure",
             "payload": payload,
@@ -128,41 +188,37 @@ def run_handlers(job: Job, max_attempts: int, backoff: Backoff) -> Outcome:
             "duration_ms": duration_ms,
             "finished_at": _now_iso(),
         }
-        extra = {
-            "event_id": job.event_id,
-            "event_name": job.name,
-            "handler": spec.key,
-            "attempt": job.attempt,
-            "duration_ms": duration_ms,
-        }
-        if ok:
-            logger.debug("handler succeeded", extra=extra)
-        else:
-            failed.append(spec.key)
+        if not ok:
             summary = error or f"handler returned FAILURE with payload {payload!r:.500}"
-            errors.append(f"{spec.key}: {summary}")
-            logger.warning("handler failed: %s", summary.strip().splitlines()[-1][:300], extra=extra)
-    if not failed:
-        status_out, delay, error_text = EventStatus.SUCCEEDED, 0.0, None
-    elif job.attempt >= max_attempts:
-        status_out, delay = EventStatus.DEAD, 0.0
-        error_text = _clean_text("\n".join(errors))
-    else:
-        status_out, delay = EventStatus.PENDING, backoff.delay(job.attempt)
-        error_text = _clean_text("\n".join(errors))
-    record = json.dumps(
-        {
-            "id": job.event_id,
-            "attempt": job.attempt,
-            "status": status_out.value,
-            "results": results,
-            "error": error_text,
-            "delay": delay,
-        },
-        ensure_ascii=False,
-        default=str,
+            _failed_handler(job, spec.key, summary, errors=errors, failed=failed, duration_ms=duration_ms)
+        elif debug:
+            logger.debug(
+                "handler succeeded",
+                extra={
+                    "event_id": job.event_id,
+                    "event_name": job.name,
+                    "handler": spec.key,
+                    "attempt": job.attempt,
+                    "duration_ms": duration_ms,
+                },
+            )
+    status_out, delay, error_text, record = _outcome(
+        job, results, errors, failed, max_attempts=max_attempts, backoff=backoff
     )
-    return Outcome(job.event_id, job.name, job.attempt, status_out, delay, record, error_text, failed)
+    text = _storable(record)
+    if text is None:
+        # A payload PostgreSQL cannot store: that handler failed, saying why; then build the outcome again.
+        for key, entry in results.items():
+            problem = None if entry["payload"] is None else check_json(entry["payload"])
+            if problem is not None:
+                entry.update(status="failure", payload=None, error=problem)
+                if key not in failed:
+                    _failed_handler(job, key, problem, errors=errors, failed=failed, duration_ms=None)
+        status_out, delay, error_text, record = _outcome(
+            job, results, errors, failed, max_attempts=max_attempts, backoff=backoff
+        )
+        text = _storable(record) or _ENCODER.encode({**record, "results": {}, "error": _clean_text(repr(record))})
+    return Outcome(job.event_id, job.name, job.attempt, status_out, delay, text, error_text, failed)
 
 
 _STOP = object()

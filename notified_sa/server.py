@@ -728,23 +728,18 @@ class Server:
             return 0
         id_key = self._statements.id.key
         values.sort(key=lambda v: v[id_key])  # RETURNING has no order; hand them out oldest first
-        if self._instances is not None:
-            events: list[Any] = [self._instances.build(v) for v in values]
-        else:
-            events = values
+        # With a model, the worker builds the instance (from the row's values) just before the handlers run.
+        build = self._instances.build if self._instances is not None else None
         jobs: list[Job] = []
         finished: list[Outcome] = []
         with self._lock:
-            self._stats["claimed"] += len(events)
-            for event in events:
-                if self.model is not None:
-                    event_id, name, attempt, results = event.id, event.name, event.attempts, event.results
-                else:
-                    event_id, name, attempt, results = event[id_key], event["name"], event["attempts"], event["results"]
+            self._stats["claimed"] += len(values)
+            for row in values:
+                event_id, name, attempt, results = row[id_key], row["name"], row["attempts"], row["results"]
                 self._leases[event_id] = attempt
                 done = {k for k, v in (results or {}).items() if isinstance(v, dict) and v.get("status") == "success"}
                 todo = tuple(spec for spec in self._handlers.get(name, ()) if spec.key not in done)
-                job = Job(event, event_id, name, attempt, todo)
+                job = Job(None if build else row, event_id, name, attempt, todo, row, build)
                 if todo:
                     self._inflight += 1
                     jobs.append(job)
@@ -754,7 +749,7 @@ class Server:
             self._pool.submit(job)  # type: ignore[union-attr]
         for outcome in finished:
             self._completer.put(outcome)  # type: ignore[union-attr]
-        return len(events)
+        return len(values)
 
     def _seed_claim(self, limit: int) -> int:
         """Tables without delivery columns: fetch the notified rows, oldest notification first, and run them."""
@@ -835,6 +830,8 @@ class Server:
                     heapq.heappush(self._retry_due, time.monotonic() + outcome.delay)
                     retries = True
         for outcome in batch:
+            if outcome.status is EventStatus.SUCCEEDED and outcome.event_id in written:
+                continue  # the common case: nothing to say
             extra = {"event_id": outcome.event_id, "event_name": outcome.name, "attempt": outcome.attempt}
             if outcome.event_id not in written:
                 logger.warning(

@@ -207,3 +207,11 @@ def test_every_retry_in_a_batch_runs_when_due_not_at_the_next_poll(events_engine
         wait_for(lambda: statuses(events_engine) == {"succeeded": 6}, timeout=15, what="all retried well before a poll")
     assert failed_once == set(ids)
     assert server.stats["retried"] == 6
+
+
+def test_payload_check_tells_a_nul_from_the_text_backslash_u0000() -> None:
+    from notified_sa._pool import check_json
+
+    assert check_json({"note": "a\x00b"}) is not None
+    assert check_json({"note": "the escape \\u0000 written out"}) is None  # six characters, no NUL
+    assert check_json({"note": "\\\x00"}) is not None  # a backslash, then a real NUL

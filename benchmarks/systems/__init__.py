@@ -137,7 +137,7 @@ def build_systems(
             ("none", "none", "raw", "INSERT, no trigger (raw floor)"),
             ("row", "row", "raw", "INSERT + row trigger"),
             ("statement", "statement", "raw", "INSERT + statement trigger"),
-            ("orm", "row", "orm", "ORM add_all + row trigger (notified-sa publish)"),
+            ("orm", "row", "orm", "ORM bulk INSERT + row trigger (notified-sa publish)"),
         )
     ]
     return specs

@@ -32,6 +32,8 @@ def unavailable() -> str | None:
         import notified.server  # noqa: F401
     except ImportError as exc:
         return f"notified 0.1.0 is not installed ({exc}); pip install notified==0.1.0"
+    except Exception as exc:  # it declares Python >= 3.10 but uses typing.Self (3.11): it fails to import on 3.10
+        return f"notified 0.1.0 does not import on this Python ({type(exc).__name__}: {exc}); it needs Python 3.11+"
     return None
 
 

@@ -17,7 +17,9 @@ TypeDecorator, a UUID, an Enum other than the status) goes through SQLAlchemy as
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,15 +31,28 @@ from sqlalchemy.types import JSON, TypeEngine
 logger = logging.getLogger("notified_sa.server")
 
 _SET = text("SELECT set_config(:name, :value, false)")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 class DedicatedConnection:
     """One detached autocommit Connection, reopened after a failure; not thread-safe (one owner thread)."""
 
-    def __init__(self, engine: Engine, application_name: str, settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        application_name: str,
+        settings: dict[str, str] | None = None,
+        *,
+        prepare: bool = False,
+    ) -> None:
         self._engine = engine
         self._settings = {"application_name": application_name, **(settings or {})}
         self._conn: Connection | None = None
+        # Server-side prepared statements, for drivers that do not prepare by themselves (psycopg2; psycopg 3
+        # prepares repeated statements on its own). Not behind a transaction-pooling pgbouncer (poll-only mode):
+        # there the next EXECUTE may reach another server connection.
+        self._prepare = prepare and engine.dialect.driver == "psycopg2"
+        self._prepared: set[str] = set()
 
     def get(self) -> Connection:
         """The open connection, opening a new one if there is none."""
@@ -55,6 +70,7 @@ class DedicatedConnection:
                     conn.close()
                 raise
             self._conn = conn
+            self._prepared = set()
         return conn
 
     def discard(self) -> None:
@@ -86,10 +102,11 @@ class DedicatedConnection:
         dbapi_connection: Any = conn.connection.dbapi_connection
         dialect = conn.dialect
         full = fast.parameters(params)
+        sql = self._prepared_sql(fast, dbapi_connection) if self._prepare else fast.sql
         try:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute(fast.sql, full)
+                cursor.execute(sql, full)
                 rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description is not None else []
             finally:
                 cursor.close()
@@ -107,6 +124,21 @@ class DedicatedConnection:
                 self._failed(wrapped)
             raise wrapped from err
         return rows
+
+    def _prepared_sql(self, fast: FastStatement, dbapi_connection: Any) -> str:
+        """``EXECUTE`` of ``fast`` prepared on this connection (prepared now if needed), or its plain SQL."""
+        if fast.prepare_sql is None or fast.execute_sql is None:
+            return fast.sql
+        if fast.name not in self._prepared:
+            try:
+                with contextlib.closing(dbapi_connection.cursor()) as cursor:
+                    cursor.execute(fast.prepare_sql)
+            except self._engine.dialect.loaded_dbapi.Error as err:
+                logger.debug("could not prepare a statement; running it unprepared: %s", err)
+                fast.prepare_sql = fast.execute_sql = None
+                return fast.sql
+            self._prepared.add(fast.name)
+        return fast.execute_sql
 
     close = discard
 
@@ -144,6 +176,27 @@ class FastStatement:
         #: False if a column needs SQLAlchemy's result processing: then run the statement through SQLAlchemy.
         self.native = native
         self._converters = converters
+        self.name, self.prepare_sql, self.execute_sql = self._prepared_forms(compiled, dialect)
+
+    def _prepared_forms(self, compiled: Any, dialect: Dialect) -> tuple[str, str | None, str | None]:
+        """``PREPARE name (types) AS ...`` and ``EXECUTE name (...)`` for this statement (pyformat dialects)."""
+        digest = hashlib.sha1(self.sql.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
+        name = f"notified_sa_{digest}"
+        if dialect.paramstyle != "pyformat":
+            return name, None, None
+        order: list[str] = []
+        for match in _PLACEHOLDER.finditer(self.sql):
+            if match.group(1) not in order:
+                order.append(match.group(1))
+        try:
+            types = [dialect.type_compiler_instance.process(compiled.binds[key].type) for key in order]
+        except (KeyError, sa_exc.CompileError):  # a parameter without a type PostgreSQL can be told: run unprepared
+            return name, None, None
+        body = _PLACEHOLDER.sub(lambda m: f"${order.index(m.group(1)) + 1}", self.sql).replace("%%", "%")
+        prepare = f"PREPARE {name} ({', '.join(types)}) AS {body}" if order else f"PREPARE {name} AS {body}"
+        arguments = ", ".join(f"%({key})s" for key in order)
+        execute = f"EXECUTE {name} ({arguments})" if order else f"EXECUTE {name}"
+        return name, prepare, execute
 
     def parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         """Every bind parameter of the statement, ours and those SQLAlchemy rendered."""

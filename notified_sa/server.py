@@ -344,8 +344,11 @@ class Server:
         self._started = True
         try:
             self._inspect_table()
-            self._dispatch_conn = DedicatedConnection(self.engine, "notified-sa dispatcher", _DISPATCHER_SETTINGS)
-            self._complete_conn = DedicatedConnection(self.engine, "notified-sa completer")
+            prepare = not self.config.poll_only
+            self._dispatch_conn = DedicatedConnection(
+                self.engine, "notified-sa dispatcher", _DISPATCHER_SETTINGS, prepare=prepare
+            )
+            self._complete_conn = DedicatedConnection(self.engine, "notified-sa completer", prepare=prepare)
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)

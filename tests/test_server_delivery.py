@@ -217,3 +217,23 @@ def test_a_model_with_custom_column_types_gets_sqlalchemys_processing(engine: sa
         assert rec.done.wait(10)
     assert rec.seen[0].secret == "abc"
     assert query(db_url, "SELECT secret FROM custom_events") == [("cba",)]
+
+
+def test_hot_statements_are_prepared_on_the_servers_own_connections(events_engine: sa.Engine, driver: str) -> None:
+    rec = Recorder(expect=20)
+    server = Server("events", events_engine, model=Event, conf=fast_config())
+    server.register_handler("job", rec)
+    with server:
+        for _ in range(20):
+            publish(events_engine, "job")
+        assert rec.done.wait(10)
+        wait_for(lambda: statuses(events_engine) == {"succeeded": 20})
+        prepared = server._dispatch_conn.rows(
+            sa.text("SELECT name, generic_plans + custom_plans FROM pg_prepared_statements")
+        )
+    # psycopg2: ours, by name; psycopg 3 prepares repeated statements itself
+    names = {row[0] for row in prepared}
+    if driver == "psycopg2":
+        assert any(name.startswith("notified_sa_") for name in names), names
+    else:
+        assert names, "psycopg 3 prepares the claim after a few executions"

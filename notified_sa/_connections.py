@@ -28,6 +28,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import JSON, TypeEngine
 
+from . import drivers
+
 logger = logging.getLogger("notified_sa.server")
 
 _SET = text("SELECT set_config(:name, :value, false)")
@@ -51,7 +53,7 @@ class DedicatedConnection:
         # Server-side prepared statements, for drivers that do not prepare by themselves (psycopg2; psycopg 3
         # prepares repeated statements on its own). Not behind a transaction-pooling pgbouncer (poll-only mode):
         # there the next EXECUTE may reach another server connection.
-        self._prepare = prepare and engine.dialect.driver == "psycopg2"
+        self._prepare = prepare and not drivers.prepares_itself(engine)
         self._prepared: set[str] = set()
 
     def get(self) -> Connection:

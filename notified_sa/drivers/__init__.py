@@ -1,7 +1,8 @@
-"""The only driver-specific code in notified-sa: the LISTEN connection.
+"""The only driver-specific code in notified-sa: the LISTEN connection, and whether the driver prepares statements.
 
 Everything else runs through SQLAlchemy and does not know which DBAPI driver is underneath. A driver module
-(``_psycopg2``, ``_psycopg``) provides ``wrap(dbapi_connection) -> ListenConnection``; :func:`open_listen_connection`
+(``_psycopg2``, ``_psycopg``) provides ``wrap(dbapi_connection) -> ListenConnection`` and ``PREPARES_ITSELF`` (True
+when the driver turns repeated statements into server-side prepared ones on its own); :func:`open_listen_connection`
 takes a raw DBAPI connection from the user's Engine (so its connect arguments, events and credentials apply),
 detaches it from the pool (so ``pool_recycle`` and pool resets never touch it), and wraps it.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "ListenerLost",
     "Notification",
     "open_listen_connection",
+    "prepares_itself",
     "set_keepalive",
 ]
 
@@ -68,15 +70,29 @@ def supported_drivers() -> tuple[str, ...]:
     return tuple(_MODULES)
 
 
-def open_listen_connection(engine: Engine) -> ListenConnection:
-    """A fresh LISTEN connection from ``engine``: taken from its pool, detached, autocommit, wrapped."""
+def _driver_module(engine: Engine) -> Any:
     driver = engine.dialect.driver
     if driver not in _MODULES:
         raise ValueError(
             f"notified-sa cannot LISTEN through the {driver!r} driver; use postgresql+psycopg2:// or "
             "postgresql+psycopg:// (psycopg 3) URLs"
         )
-    module = importlib.import_module(_MODULES[driver], __name__)
+    return importlib.import_module(_MODULES[driver], __name__)
+
+
+def prepares_itself(engine: Engine) -> bool:
+    """True if ``engine``'s driver prepares repeated statements server-side by itself (psycopg 3 does).
+
+    Also True for a driver notified-sa does not know, which it then leaves to do as it does.
+    """
+    if engine.dialect.driver not in _MODULES:
+        return True
+    return bool(_driver_module(engine).PREPARES_ITSELF)
+
+
+def open_listen_connection(engine: Engine) -> ListenConnection:
+    """A fresh LISTEN connection from ``engine``: taken from its pool, detached, autocommit, wrapped."""
+    module = _driver_module(engine)
     raw = engine.raw_connection()
     dbapi_connection: Any = raw.driver_connection  # take it before detach(), which hands ownership to us
     raw.detach()

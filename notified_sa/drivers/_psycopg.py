@@ -9,6 +9,9 @@ import psycopg
 
 from . import ListenerLost, Notification
 
+#: psycopg 3 prepares a statement server-side after ``prepare_threshold`` (5) executions on a connection.
+PREPARES_ITSELF = True
+
 
 class PsycopgListen:
     """A psycopg 3 connection in autocommit mode used only for LISTEN."""

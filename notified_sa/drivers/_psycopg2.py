@@ -10,6 +10,9 @@ import psycopg2.extensions
 
 from . import ListenerLost, Notification
 
+#: psycopg2 sends every statement as text: notified-sa PREPAREs its hot statements itself.
+PREPARES_ITSELF = False
+
 
 class Psycopg2Listen:
     """A psycopg2 connection in autocommit mode used only for LISTEN."""

@@ -23,7 +23,7 @@ from . import machine
 from .harness import BenchmarkError, Databases, source_fingerprint
 from .report import delivery_text, ratios, render, summarize_result, write_json
 from .scenarios import NOT_APPLICABLE, SCENARIOS, Scenario, Settings
-from .systems import FAMILIES, SystemSpec, build_systems
+from .systems import FAMILIES, SA_DRIVERS, SystemSpec, build_systems
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -66,6 +66,14 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _drivers(text: str) -> list[str]:
+    drivers = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(drivers) - set(SA_DRIVERS))
+    if not drivers or unknown or len(set(drivers)) != len(drivers):
+        raise argparse.ArgumentTypeError(f"expected distinct drivers among {', '.join(SA_DRIVERS)}, got {text!r}")
+    return drivers
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -95,7 +103,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-transaction", type=int, default=100, help="events per transaction when batched")
     p.add_argument("--sa-pool-size", type=int, default=50, help="notified-sa NotifiedConfig.pool_size (default 50)")
     p.add_argument("--sa-claim-batch-size", type=int, default=100, help="notified-sa NotifiedConfig.claim_batch_size")
-    p.add_argument("--sa-driver", choices=("psycopg2", "psycopg"), default="psycopg2", help="notified-sa's driver")
+    p.add_argument(
+        "--sa-drivers",
+        type=_drivers,
+        default=["psycopg2", "psycopg"],
+        help="notified-sa's SQLAlchemy drivers, one system each: psycopg2,psycopg (default both)",
+    )
     p.add_argument("--pgqueuer-batch-sizes", type=_sizes, default=[10, 100], help="pgqueuer dequeue batch sizes")
     p.add_argument("-v", "--verbose", action="store_true", help="let the children log at INFO")
     return p
@@ -252,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = build_systems(
         sa_pool_size=args.sa_pool_size,
         sa_claim_batch_size=args.sa_claim_batch_size,
-        sa_driver=args.sa_driver,
+        sa_drivers=tuple(args.sa_drivers),
         pgqueuer_batch_sizes=tuple(args.pgqueuer_batch_sizes),
     )
     started = datetime.datetime.now(datetime.timezone.utc)

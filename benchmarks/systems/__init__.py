@@ -2,7 +2,7 @@
 
 A system module provides (``options`` is the JSON-able dict of its :class:`SystemSpec`):
 
-* ``unavailable() -> str | None``: why it cannot run here (a peer not installed), or None;
+* ``unavailable(options) -> str | None``: why it cannot run here (a peer or driver not installed), or None;
 * ``describe(options) -> dict``: the configuration printed with the results;
 * ``setup(url, options)``: create its schema in a fresh, empty database (parent process);
 * ``preload(url, options, n) -> list[int]``: insert ``n`` pending events, for the backlog scenario (optional);
@@ -65,18 +65,33 @@ class SystemSpec:
 
     def unavailable(self) -> str | None:
         try:
-            reason: str | None = self.load().unavailable()
+            reason: str | None = self.load().unavailable(self.options)
         except ImportError as exc:
             return f"cannot import it: {exc}"
         return reason
 
 
+#: notified-sa's system key and label per SQLAlchemy driver
+SA_DRIVERS = {
+    "psycopg2": ("notified_sa", "notified-sa psycopg2"),
+    "psycopg": ("notified_sa[psycopg]", "notified-sa psycopg 3"),
+}
+
+
 def build_systems(
-    *, sa_pool_size: int, sa_claim_batch_size: int, sa_driver: str, pgqueuer_batch_sizes: tuple[int, ...]
+    *,
+    sa_pool_size: int,
+    sa_claim_batch_size: int,
+    sa_drivers: tuple[str, ...],
+    pgqueuer_batch_sizes: tuple[int, ...],
 ) -> list[SystemSpec]:
-    """Every system configuration the benchmark knows, in table order."""
+    """Every system configuration the benchmark knows, in table order.
+
+    notified-sa runs once per driver in ``sa_drivers`` (row trigger); the statement-trigger variant and the
+    trigger scenario's ORM publisher use the first driver.
+    """
     throughput_and_latency = frozenset({"batched", "single", "latency"})
-    sa = {"pool_size": sa_pool_size, "claim_batch_size": sa_claim_batch_size, "driver": sa_driver}
+    sa = {"pool_size": sa_pool_size, "claim_batch_size": sa_claim_batch_size, "driver": sa_drivers[0]}
     specs = [
         SystemSpec(
             "floor",
@@ -100,18 +115,21 @@ def build_systems(
     ]
     specs += [
         SystemSpec(
+            SA_DRIVERS[driver][0],
             "notified_sa",
-            "notified_sa",
-            "notified-sa (row trigger)",
+            f"{SA_DRIVERS[driver][1]} (row trigger)",
             "benchmarks.systems.notified_sa",
             throughput_and_latency | {"backlog"},
-            {**sa, "for_each": "row"},
+            {**sa, "driver": driver, "for_each": "row"},
             role="subject",
-        ),
+        )
+        for driver in sa_drivers
+    ]
+    specs += [
         SystemSpec(
             "notified_sa[statement]",
             "notified_sa",
-            "notified-sa (statement trigger)",
+            f"{SA_DRIVERS[sa_drivers[0]][1]} (statement trigger)",
             "benchmarks.systems.notified_sa",
             frozenset({"batched"}),
             {**sa, "for_each": "statement"},

@@ -22,7 +22,7 @@ from ._plain import CHANNEL, RawPublisher, setup_seed_table
 _FETCH = "SELECT id, name, payload FROM events WHERE id = ANY(%s) ORDER BY id"
 
 
-def unavailable() -> str | None:
+def unavailable(options: dict[str, Any]) -> str | None:
     return None
 
 

@@ -8,6 +8,7 @@ The table is created by ``metadata.create_all()``, which also installs the notif
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,7 +66,10 @@ def config(options: dict[str, Any]) -> NotifiedConfig:
     )
 
 
-def unavailable() -> str | None:
+def unavailable(options: dict[str, Any]) -> str | None:
+    driver = options.get("driver", "psycopg2")
+    if importlib.util.find_spec(driver) is None:
+        return f"its driver {driver} is not installed; pip install -e '.[psycopg]'"
     return None
 
 

@@ -27,7 +27,7 @@ from benchmarks.harness import Commit, Plan, Published, Record, clock, libpq_url
 ENTRYPOINT = "bench"
 
 
-def unavailable() -> str | None:
+def unavailable(options: dict[str, Any]) -> str | None:
     try:
         import asyncpg  # noqa: F401
         import pgqueuer  # noqa: F401

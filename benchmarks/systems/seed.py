@@ -27,7 +27,7 @@ from ._plain import CHANNEL, RawPublisher, setup_seed_table, wait_for_listen
 logger = logging.getLogger(__name__)
 
 
-def unavailable() -> str | None:
+def unavailable(options: dict[str, Any]) -> str | None:
     try:
         import notified.server  # noqa: F401
     except ImportError as exc:

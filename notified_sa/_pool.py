@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
 import queue
-import re
 import threading
 import time
 import traceback
@@ -16,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backoff import Backoff
+from ._json import ENCODER, storable, why_not_storable
 from .handlers import HandlerResult, HandlerStatus
 from .models import EventStatus
 
@@ -75,46 +74,13 @@ def _clean_text(value: str) -> str:
     return value
 
 
-#: A NUL character in JSON text: ``\u0000`` not itself escaped (an even run of backslashes before it).
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def _has_nul(text: str) -> bool:
-    """Whether JSON text holds a NUL character (the cheap substring test first; the regex only if it hits)."""
-    return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
-
-
 def check_json(payload: Any) -> str | None:
-    """None if PostgreSQL jsonb can store ``payload``, else why not (in words a user can act on)."""
-    try:
-        text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return f"the result payload is not JSON-serialisable: {type(exc).__name__}: {exc}"
-    if _has_nul(text):
-        return "the result payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the result payload contains a lone surrogate character, which is not valid UTF-8"
-    return None
+    """None if PostgreSQL jsonb can store a handler's result ``payload``, else why not."""
+    return why_not_storable(payload, "the result payload")
 
 
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-# One encoder for every outcome record: building a JSONEncoder per call costs as much as encoding a small record.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _storable(obj: Any) -> str | None:
-    """``obj`` as JSON text PostgreSQL jsonb accepts, or None (not serialisable, NaN, NUL, lone surrogate)."""
-    try:
-        text = _ENCODER.encode(obj)
-        text.encode("utf-8")  # lone surrogates
-    except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
-        return None
-    return None if _has_nul(text) else text
 
 
 def _failed_handler(
@@ -205,7 +171,7 @@ def run_handlers(job: Job, max_attempts: int, backoff: Backoff) -> Outcome:
     status_out, delay, error_text, record = _outcome(
         job, results, errors, failed, max_attempts=max_attempts, backoff=backoff
     )
-    text = _storable(record)
+    text = storable(record)
     if text is None:
         # A payload PostgreSQL cannot store: that handler failed, saying why; then build the outcome again.
         for key, entry in results.items():
@@ -217,7 +183,7 @@ def run_handlers(job: Job, max_attempts: int, backoff: Backoff) -> Outcome:
         status_out, delay, error_text, record = _outcome(
             job, results, errors, failed, max_attempts=max_attempts, backoff=backoff
         )
-        text = _storable(record) or _ENCODER.encode({**record, "results": {}, "error": _clean_text(repr(record))})
+        text = storable(record) or ENCODER.encode({**record, "results": {}, "error": _clean_text(repr(record))})
     return Outcome(job.event_id, job.name, job.attempt, status_out, delay, text, error_text, failed)
 
 

@@ -9,6 +9,7 @@ from .ddl import NotifyTrigger, NotifyTriggerDDL, notify_trigger_ddl
 from .errors import ConfigError, InvalidIdentifierError, NotifiedError, PayloadError, SchemaError
 from .handlers import HandlerResult, HandlerStatus
 from .models import EventMixin, EventStatus
+from .publish import publish_many
 from .server import Server
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "Server",
     "__version__",
     "notify_trigger_ddl",
+    "publish_many",
     "purge",
     "requeue",
     "table_status",

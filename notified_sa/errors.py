@@ -28,4 +28,4 @@ class SchemaError(NotifiedError):
 
 
 class PayloadError(NotifiedError, ValueError):
-    """A notification payload PostgreSQL would refuse (too long, NUL character, not text)."""
+    """A notification or event payload PostgreSQL would refuse (too long, NUL character, not text, not JSON)."""

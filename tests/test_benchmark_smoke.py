@@ -26,7 +26,7 @@ EXPECTED_SYSTEMS = {
     "single": {"floor", "seed", "pgqueuer[b10]", "pgqueuer[b100]"} | SA,
     "latency": {"floor", "seed", "pgqueuer[b10]", "pgqueuer[b100]"} | SA,
     "backlog": {"pgqueuer[b10]", "pgqueuer[b100]"} | SA,
-    "trigger": {"insert[none]", "insert[row]", "insert[statement]", "insert[orm]"},
+    "trigger": {"insert[none]", "insert[row]", "insert[statement]", "insert[publish_many]"},
 }
 
 

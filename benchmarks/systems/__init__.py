@@ -88,7 +88,7 @@ def build_systems(
     """Every system configuration the benchmark knows, in table order.
 
     notified-sa runs once per driver in ``sa_drivers`` (row trigger); the statement-trigger variant and the
-    trigger scenario's ORM publisher use the first driver.
+    trigger scenario's publish_many line use the first driver.
     """
     throughput_and_latency = frozenset({"batched", "single", "latency"})
     sa = {"pool_size": sa_pool_size, "claim_batch_size": sa_claim_batch_size, "driver": sa_drivers[0]}
@@ -155,7 +155,7 @@ def build_systems(
             ("none", "none", "raw", "INSERT, no trigger (raw floor)"),
             ("row", "row", "raw", "INSERT + row trigger"),
             ("statement", "statement", "raw", "INSERT + statement trigger"),
-            ("orm", "row", "orm", "ORM bulk INSERT + row trigger (notified-sa publish)"),
+            ("publish_many", "row", "orm", "publish_many + row trigger (notified-sa batch publish)"),
         )
     ]
     return specs

@@ -1,6 +1,6 @@
 """notified-sa, run the native way: an Engine, an EventMixin model, ``Server("events", engine, model=Event,
 conf=NotifiedConfig(...))``, and publishing by committing ORM sessions: ``session.add(event)`` for one event,
-SQLAlchemy's ORM bulk INSERT (``session.scalars(insert(Event).returning(Event.id), rows)``) for a batch.
+``notified_sa.publish_many(session, Event, events)`` (one INSERT ... SELECT FROM unnest) for a batch.
 
 The table is created by ``metadata.create_all()``, which also installs the notify trigger the model asks for
 (``__notify_for_each__`` = ``row``, the default, or ``statement``).
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from benchmarks.harness import Commit, Plan, Published, Record, clock, run_plan, source_fingerprint, sqlalchemy_url
-from notified_sa import EventMixin, NotifiedConfig, Server, notify_trigger_ddl
+from notified_sa import EventMixin, NotifiedConfig, Server, notify_trigger_ddl, publish_many
 
 from ._plain import RawPublisher
 
@@ -90,7 +90,7 @@ def describe(options: dict[str, Any]) -> dict[str, Any]:
             for name in ("pool_size", "claim_batch_size", "channel_select_timeout", "lease_seconds", "max_attempts")
         },
         "publish": "one event: Session.add(event); commit(). A batch: "
-        "Session.scalars(insert(Event).returning(Event.id), rows); commit() (ORM bulk INSERT)",
+        "publish_many(session, Event, [(name, payload), ...]); commit()",
     }
 
 
@@ -168,9 +168,8 @@ class _Publisher:
                 session.commit()
                 t = clock()
                 ids = [event.id]
-            else:  # many at once: SQLAlchemy's ORM bulk INSERT, one statement, ids back in order
-                rows = [{"name": EVENT_NAME, "payload": {"i": self.seq + i}} for i in range(n)]
-                ids = list(session.scalars(sa.insert(model).returning(model.id), rows))
+            else:  # many at once: notified-sa's batch publish, one statement, ids back in order
+                ids = publish_many(session, model, [(EVENT_NAME, {"i": self.seq + i}) for i in range(n)])
                 session.commit()
                 t = clock()
         self.seq += n

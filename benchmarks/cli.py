@@ -101,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--publishers", type=int, default=4, help="publisher processes in the single-event scenario")
     p.add_argument("--per-transaction", type=int, default=100, help="events per transaction when batched")
-    p.add_argument("--sa-pool-size", type=int, default=50, help="notified-sa NotifiedConfig.pool_size (default 50)")
+    p.add_argument("--sa-pool-size", type=int, default=100, help="notified-sa NotifiedConfig.pool_size (default 100)")
     p.add_argument("--sa-claim-batch-size", type=int, default=100, help="notified-sa NotifiedConfig.claim_batch_size")
     p.add_argument(
         "--sa-drivers",

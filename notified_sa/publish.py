@@ -9,6 +9,7 @@ caller's transaction commits, like every other change in it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,8 +24,6 @@ __all__ = ["publish_many"]
 
 #: Events per statement: bounds the size of one statement and of the arrays built for it.
 CHUNK = 10_000
-
-_STATEMENTS: dict[Table, Insert] = {}
 
 
 def _table(model: Any) -> Table:
@@ -41,20 +40,17 @@ def _table(model: Any) -> Table:
     return table
 
 
+@functools.lru_cache(maxsize=64)  # building it costs about 100 us; a few tables at most in an application
 def _statement(table: Table) -> Insert:
-    stmt = _STATEMENTS.get(table)
-    if stmt is None:
-        rows = (
-            func.unnest(bindparam("names", type_=ARRAY(Text)), bindparam("payloads", type_=ARRAY(Text)))
-            .table_valued("name", "payload", with_ordinality="ordinality")
-            .render_derived()
-        )
-        # ORDER BY the input position: PostgreSQL draws the ids from the sequence in that order, so the returned
-        # ids, sorted, are the events' ids in input order (the rule SQLAlchemy's own insertmanyvalues relies on).
-        source = select(rows.c.name, cast(rows.c.payload, JSONB)).order_by(rows.c.ordinality)
-        stmt = insert(table).from_select([table.c.name, table.c.payload], source).returning(table.c.id)
-        _STATEMENTS[table] = stmt
-    return stmt
+    rows = (
+        func.unnest(bindparam("names", type_=ARRAY(Text)), bindparam("payloads", type_=ARRAY(Text)))
+        .table_valued("name", "payload", with_ordinality="ordinality")
+        .render_derived()
+    )
+    # ORDER BY the input position: PostgreSQL draws the ids from the sequence in that order, so the returned ids,
+    # sorted, are the events' ids in input order (the rule SQLAlchemy's own insertmanyvalues relies on).
+    source = select(rows.c.name, cast(rows.c.payload, JSONB)).order_by(rows.c.ordinality)
+    return insert(table).from_select([table.c.name, table.c.payload], source).returning(table.c.id)
 
 
 def _encoded(events: Iterable[tuple[str, Any]]) -> tuple[list[str], list[str]]:

@@ -78,8 +78,9 @@ class CreateNotifyTriggerOp(NotifyTriggerOp):
     ) -> None:
         """Install a notify trigger: each INSERT into ``table_name`` sends ``pg_notify(channel, id)``.
 
-        ``for_each="statement"`` sends one notification per INSERT statement (an empty-payload wake-up) instead of
-        one per row. Re-running it replaces the trigger. The SQL is :func:`notified_sa.notify_trigger_ddl`'s.
+        ``for_each="statement"`` sends one notification per INSERT statement that inserted rows (carrying the
+        highest new id) instead of one per row. Re-running it replaces the trigger. The SQL is
+        :func:`notified_sa.notify_trigger_ddl`'s.
         """
         operations.invoke(
             cls(table_name, channel, schema=schema, id_column=id_column, for_each=for_each),

@@ -695,7 +695,7 @@ class Server:
                     self._bad_notification(note, "is not an integer event id")
             elif payload and not payload.lstrip("-").isdigit():  # the table is the truth: any notification is a
                 self._bad_notification(note, "is not an event id; treated as a wake-up")  # wake-up; odd ones logged
-            elif debug:  # an id (row trigger) or empty (statement trigger, NotifyClient().notify())
+            elif debug:  # an id (row or statement trigger) or empty (NotifyClient().notify())
                 logger.debug("notification", extra={"channel": note.channel, "payload": payload, "pid": note.pid})
         return True
 

@@ -87,11 +87,19 @@ def test_statement_trigger_sends_one_notification_per_insert(db_url: str) -> Non
         query(db_url, "INSERT INTO events (name) SELECT 'e' FROM generate_series(1, 100)")
         got = listener.collect(1)
         got += listener.drain_now()
-        assert got == [("events", "")]  # one wake-up for 100 rows, no ids: the table is the truth
+        ((highest,),) = query(db_url, "SELECT max(id)::text FROM events")
+        assert got == [("events", highest)]  # one notification for 100 rows, carrying the highest new id
         with psycopg2.connect(dsn(db_url)) as conn, conn.cursor() as cur:  # two statements in one transaction
-            cur.execute("INSERT INTO events (name) VALUES ('a')")
-            cur.execute("INSERT INTO events (name) VALUES ('b'), ('c')")
-        assert listener.collect(1) + listener.drain_now() == [("events", "")]  # identical payloads: one NOTIFY
+            cur.execute("INSERT INTO events (name) VALUES ('a') RETURNING id")
+            first = cur.fetchone()
+            cur.execute("INSERT INTO events (name) VALUES ('b'), ('c') RETURNING id")
+            second = max(row[0] for row in cur.fetchall())
+        assert first is not None
+        assert listener.collect(2) + listener.drain_now() == [("events", str(first[0])), ("events", str(second))]
+        query(db_url, "INSERT INTO events (name) SELECT 'never' WHERE false")  # no rows: nothing to wake anyone for
+        query(db_url, "INSERT INTO events (name) VALUES ('d')")
+        ((last,),) = query(db_url, "SELECT max(id)::text FROM events")
+        assert listener.collect(1) + listener.drain_now() == [("events", last)]
     finally:
         listener.close()
 

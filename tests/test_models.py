@@ -77,7 +77,7 @@ def test_create_all_installs_each_models_trigger_and_drop_all_removes_them(engin
             s.commit()
         assert [p for _, p in events.collect(2)] == ["1", "2"]
         got = audit.collect(1) + audit.drain_now()
-        assert got == [("Audit-Channel", "")]  # statement flavour: one wake-up for the three rows
+        assert got == [("Audit-Channel", "3")]  # statement flavour: one notification for the three rows, highest id
         assert events.drain_now() == []
     finally:
         events.close()

@@ -23,8 +23,8 @@ For a table ``events`` the DDL is, in the ``row`` flavour::
   supported; the statements run in the caller's transaction, so re-running is harmless and atomic.
 * ``for_each="statement"`` sends one notification per INSERT statement that inserted rows, carrying the highest
   new id, read from a transition table. Every transaction that NOTIFYs takes a database-wide lock at commit, so
-  under load one notification per statement instead of one per row matters. Reading the transition table costs
-  an INSERT nothing measurable (100 to 5,000 rows per statement; the row flavour costs it about 20 %). A Server
+  under load one notification per statement instead of one per row matters. With the transition table, 100-row
+  INSERTs ran at 0.87x to 1.07x the rate of trigger-less ones in the benchmark (the row flavour: about 0.85x). A Server
   takes the payload as a wake-up: the table is the truth. Tables served the seed's way (without delivery
   columns) need the ``row`` flavour, one id per notification.
 * The function carries a ``COMMENT`` with the trigger's options as JSON; Alembic autogenerate and

@@ -811,8 +811,9 @@ class Server:
     def _write_outcomes(self, batch_json: str) -> set[Any]:
         assert self._statements is not None
         params = {"batch": batch_json, "owner": self.owner}
-        if self._complete_fast is not None:
-            return {row[0] for row in self._complete_conn.fast_rows(self._complete_fast, params)}
+        fast = self._complete_fast
+        if fast is not None and fast.native:  # the same rule as the claim: the DBAPI cursor only where it may
+            return {row[0] for row in self._complete_conn.fast_rows(fast, params)}
         return {row[0] for row in self._complete_conn.rows(self._statements.complete, params)}
 
     def _on_written(self, batch: list[Outcome], written: set[Any]) -> None:

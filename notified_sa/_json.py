@@ -22,20 +22,20 @@ def has_nul(text: str) -> bool:
     return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
 
 
-def storable(obj: Any) -> str | None:
+def storable(obj: Any, encoder: json.JSONEncoder = ENCODER) -> str | None:
     """``obj`` as JSON text PostgreSQL jsonb accepts, or None (not serialisable, NaN, NUL, lone surrogate)."""
     try:
-        text = ENCODER.encode(obj)
+        text = encoder.encode(obj)
         text.encode("utf-8")  # lone surrogates
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
         return None
     return None if has_nul(text) else text
 
 
-def why_not_storable(obj: Any, what: str) -> str | None:
+def why_not_storable(obj: Any, what: str, encoder: json.JSONEncoder = ENCODER) -> str | None:
     """None if PostgreSQL jsonb can store ``obj``, else why not, in words a user can act on (``what`` names it)."""
     try:
-        text = ENCODER.encode(obj)
+        text = encoder.encode(obj)
     except (TypeError, ValueError, RecursionError) as exc:
         return f"{what} is not JSON-serialisable: {type(exc).__name__}: {exc}"
     if has_nul(text):

@@ -8,6 +8,7 @@ __all__ = [
     "NotifiedError",
     "PayloadError",
     "SchemaError",
+    "ServerError",
 ]
 
 
@@ -29,3 +30,10 @@ class SchemaError(NotifiedError):
 
 class PayloadError(NotifiedError, ValueError):
     """A notification or event payload PostgreSQL would refuse (too long, NUL character, not text, not JSON)."""
+
+
+class ServerError(NotifiedError):
+    """A running Server stopped because one of its internal parts failed; ``__cause__`` is the failure.
+
+    The Server gave back the events it held before raising this; restart the process (or a new Server).
+    """

@@ -74,12 +74,16 @@ installed_triggers: TextClause = text(
     """
 )
 
-#: Every trigger on one table (name and whether it is notified-sa's), to warn about tables nothing notifies for.
+#: Every enabled trigger on one table: its name, whether it fires per row, notified-sa's COMMENT (options) if any,
+#: and its function's source (to tell which triggers call pg_notify).
 table_triggers: TextClause = text(
     """
-    SELECT t.tgname AS name, obj_description(t.tgfoid, 'pg_proc') AS options
+    SELECT t.tgname AS name, (t.tgtype & 1) = 1 AS for_row, obj_description(t.tgfoid, 'pg_proc') AS options,
+           p.prosrc AS source
     FROM pg_trigger t
-    WHERE t.tgrelid = CAST(:qualified_table AS regclass) AND NOT t.tgisinternal
+    JOIN pg_proc p ON p.oid = t.tgfoid
+    WHERE t.tgrelid = CAST(:qualified_table AS regclass) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+    ORDER BY t.tgname
     """
 )
 

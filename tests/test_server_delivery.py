@@ -210,7 +210,7 @@ def test_a_model_with_custom_column_types_gets_sqlalchemys_processing(engine: sa
     server = Server("custom", engine, model=CustomEvent, conf=fast_config())
     server.register_handler("job", rec)
     with server:
-        assert server._claim_fast is not None and not server._claim_fast.native  # the fast path steps aside
+        assert server._runtime is not None and not server._runtime.delivery.claim_fast.native  # type: ignore[attr-defined]  # the fast path steps aside
         with Session(engine) as session:
             session.add(CustomEvent(name="job", secret="abc"))
             session.commit()
@@ -228,7 +228,7 @@ def test_hot_statements_are_prepared_on_the_servers_own_connections(events_engin
             publish(events_engine, "job")
         assert rec.done.wait(10)
         wait_for(lambda: statuses(events_engine) == {"succeeded": 20})
-        prepared = server._dispatch_conn.rows(
+        prepared = server._runtime.dispatch_conn.rows(  # type: ignore[union-attr]
             sa.text("SELECT name, generic_plans + custom_plans FROM pg_prepared_statements")
         )
     # psycopg2: ours, by name; psycopg 3 prepares repeated statements itself

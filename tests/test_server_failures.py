@@ -210,8 +210,8 @@ def test_every_retry_in_a_batch_runs_when_due_not_at_the_next_poll(events_engine
 
 
 def test_payload_check_tells_a_nul_from_the_text_backslash_u0000() -> None:
-    from notified_sa._pool import check_json
+    from notified_sa._json import why_not_storable
 
-    assert check_json({"note": "a\x00b"}) is not None
-    assert check_json({"note": "the escape \\u0000 written out"}) is None  # six characters, no NUL
-    assert check_json({"note": "\\\x00"}) is not None  # a backslash, then a real NUL
+    assert why_not_storable({"note": "a\x00b"}, "payload") is not None
+    assert why_not_storable({"note": "the escape \\u0000 written out"}, "payload") is None  # six characters, no NUL
+    assert why_not_storable({"note": "\\\x00"}, "payload") is not None  # a backslash, then a real NUL

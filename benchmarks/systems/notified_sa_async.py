@@ -46,13 +46,16 @@ def unavailable(options: dict[str, Any]) -> str | None:
     driver = options.get("driver", "psycopg")
     if importlib.util.find_spec(driver) is None:
         return f"its driver {driver} is not installed; pip install -e '.[psycopg]'"
+    if importlib.util.find_spec("greenlet") is None:
+        return "SQLAlchemy's asyncio extension needs greenlet (not installed); pip install 'sqlalchemy[asyncio]'"
     return None
 
 
 def describe(options: dict[str, Any]) -> dict[str, Any]:
     return {
         **threaded.describe(options),
-        "server": "notified_sa.asyncio.AsyncServer on create_async_engine(url); its loop in one thread",
+        "engine": "create_async_engine(url) defaults",
+        "server": "notified_sa.asyncio.AsyncServer; its event loop in one thread of the server process",
     }
 
 

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import contextlib
 
-from . import harness, scenarios  # noqa: F401
+from . import costs, fanout, harness, runner, scenarios  # noqa: F401
 from .systems import _plain, floor, notified_sa  # noqa: F401
+
+with contextlib.suppress(ImportError):  # the asyncio server is to come: see systems/notified_sa_async.py
+    import notified_sa.asyncio  # noqa: F401
+
+    from .systems import notified_sa_async  # noqa: F401
 
 with contextlib.suppress(Exception):  # not installed, or (on Python 3.10) failing to import: see systems/seed.py
     import notified.server  # noqa: F401

@@ -101,8 +101,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--publishers", type=int, default=4, help="publisher processes in the single-event scenario")
     p.add_argument("--per-transaction", type=int, default=100, help="events per transaction when batched")
-    p.add_argument("--sa-pool-size", type=int, default=100, help="notified-sa NotifiedConfig.pool_size (default 100)")
-    p.add_argument("--sa-claim-batch-size", type=int, default=100, help="notified-sa NotifiedConfig.claim_batch_size")
+    p.add_argument(
+        "--sa-pool-sizes",
+        type=_sizes,
+        default=[],
+        help="also run notified-sa with these NotifiedConfig.pool_size values, one system each "
+        "(notified_sa[pool=N], ...); notified-sa always runs with the library defaults first",
+    )
     p.add_argument(
         "--sa-drivers",
         type=_drivers,
@@ -110,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
         help="notified-sa's SQLAlchemy drivers, one system each: psycopg2,psycopg (default both)",
     )
     p.add_argument("--pgqueuer-batch-sizes", type=_sizes, default=[10, 100], help="pgqueuer dequeue batch sizes")
+    p.add_argument(
+        "--fanout-groups",
+        type=_sizes,
+        default=[1, 2, 4],
+        help="numbers of subscriber groups in the fanout scenario, one system each (default 1,2,4)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="let the children log at INFO")
     return p
 
@@ -181,6 +192,7 @@ def _run_all(
                 "system": spec.key,
                 "label": spec.label,
                 "role": spec.role,
+                "match": spec.match,
                 "runs": [],
                 "summary": {},
             }
@@ -263,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = _resolve(args)
     specs = build_systems(
-        sa_pool_size=args.sa_pool_size,
-        sa_claim_batch_size=args.sa_claim_batch_size,
         sa_drivers=tuple(args.sa_drivers),
+        sa_pool_sizes=tuple(dict.fromkeys(args.sa_pool_sizes)),
         pgqueuer_batch_sizes=tuple(args.pgqueuer_batch_sizes),
+        fanout_groups=tuple(dict.fromkeys(args.fanout_groups)),
     )
     started = datetime.datetime.now(datetime.timezone.utc)
     out = args.out or RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -291,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         dbs = Databases(url)
         doc = {
             "benchmark": "notified-sa",
-            "format": 1,
+            "format": 2,
             "started_at": started.isoformat(timespec="seconds"),
             "command": ["python", "-m", "benchmarks", *_masked(sys.argv[1:] if argv is None else argv)],
             "database": where,

@@ -66,8 +66,6 @@ __all__ = [
     "checkpoint",
     "clock",
     "close_all",
-    "counters_delta",
-    "db_counters",
     "libpq_url",
     "run_plan",
     "run_plan_async",
@@ -240,51 +238,6 @@ def checkpoint(url: str) -> None:
         conn.close()
 
 
-#: Cumulative counters of one database (pg_stat_database) that tell what a run cost the server.
-_DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "tup_fetched")
-
-
-def db_counters(url: str, settle_timeout: float = 5.0) -> dict[str, int]:
-    """The database's transaction and row counters, and the cluster's WAL position in bytes.
-
-    Backends publish their statistics when they exit, so this first waits (up to ``settle_timeout``) until no
-    other client session is connected to the database. Two snapshots around a run give what the run cost:
-    transactions committed, rows written, WAL written (WAL is cluster-wide: other databases' writes count too).
-    """
-    conn = psycopg2.connect(libpq_url(url))
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            deadline = clock() + settle_timeout
-            while clock() < deadline:
-                cur.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-                )
-                row: Any = cur.fetchone()
-                if row[0] == 0:
-                    break
-                time.sleep(0.02)
-            cur.execute(
-                sql.SQL("SELECT {} FROM pg_stat_database WHERE datname = current_database()").format(
-                    sql.SQL(", ").join(sql.Identifier(c) for c in _DB_COUNTERS)
-                )
-            )
-            row = cur.fetchone()
-            out = {name: int(value or 0) for name, value in zip(_DB_COUNTERS, row, strict=True)}
-            with contextlib.suppress(psycopg2.Error):
-                cur.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
-                row = cur.fetchone()
-                out["wal_bytes"] = int(row[0])
-            return out
-    finally:
-        conn.close()
-
-
-def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {key: after[key] - before[key] for key in after if key in before}
-
-
 def source_fingerprint(package: str) -> str | None:
     """A short hash of the ``.py`` files of an importable package as they are on disk now (None if not found).
 
@@ -396,9 +349,11 @@ def close_all(children: list[Child], timeout: float = 10.0) -> None:
         child._conn.close()
 
 
-def start_server(module: str, options: dict[str, Any], url: str, log_level: int, method: str = "forkserver") -> Child:
-    name = f"server[{module.rsplit('.', 1)[-1]}]"
-    return Child(name, server_main, module, options, url, log_level, method=method)
+def start_server(
+    module: str, options: dict[str, Any], url: str, log_level: int, method: str = "forkserver", *, name: str = "server"
+) -> Child:
+    """A server child of the system ``module`` with ``options`` (a run may start several, each with its own)."""
+    return Child(f"{name}[{module.rsplit('.', 1)[-1]}]", server_main, module, options, url, log_level, method=method)
 
 
 def start_publisher(module: str, options: dict[str, Any], url: str, log_level: int, n: int = 0) -> Child:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .scenarios import SCENARIOS, Metric, Settings
+from .figures import Metric, Settings
+from .scenarios import SCENARIOS
 from .stats import summarize
 
 __all__ = ["ratios", "render", "summarize_result", "write_json"]
@@ -17,7 +18,7 @@ __all__ = ["ratios", "render", "summarize_result", "write_json"]
 def summarize_result(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median, min and max of every metric of the scenario over the runs, and the worst delivery."""
     out: dict[str, Any] = {}
-    for metric in SCENARIOS[scenario].metrics:
+    for metric in SCENARIOS[scenario].all_metrics:
         out[metric.key] = summarize(run.get(metric.key) for run in runs)
     return out
 
@@ -69,9 +70,9 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             bases = [r for r in here if r["role"] == "baseline"]
         for subject in subjects:
             for base in bases:
-                if base is subject:
+                if base is subject or base.get("match", "") != subject.get("match", ""):
                     continue
-                for metric in scenario.metrics:
+                for metric in scenario.all_metrics:
                     a, b = subject.get("summary", {}).get(metric.key), base.get("summary", {}).get(metric.key)
                     if a is None or b is None or not b["median"]:
                         continue
@@ -100,8 +101,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
     return [line(header), indent + "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
 
 
-def render(doc: dict[str, Any], settings: Settings) -> str:
-    """The human-readable report: context, one table per scenario, ratios, notes."""
+def _header(doc: dict[str, Any]) -> list[str]:
     m, pg, opts = doc["machine"], doc["postgres"], doc["options"]
     s = pg.get("settings", {})
     lines = [
@@ -115,58 +115,97 @@ def render(doc: dict[str, Any], settings: Settings) -> str:
         "drivers: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
         f"each figure: median of {opts['repeat']} runs [min-max], each run in a fresh database and fresh processes",
     ]
-    for key, conf in doc["configs"].items():
-        lines.append(f"config {key}: {json.dumps(conf, default=str)}")
-    by_scenario: dict[str, list[dict[str, Any]]] = {}
-    for result in doc["results"]:
-        by_scenario.setdefault(result["scenario"], []).append(result)
-    all_ratios = doc["ratios"]
-    for key, results in by_scenario.items():
-        scenario = SCENARIOS[key]
-        lines += ["", f"== {scenario.title}: {scenario.describe(settings)} =="]
-        header = ["system", *(mt.label for mt in scenario.metrics), "delivery"]
-        rows = [
-            [
-                r["label"],
-                *(_cell(r["summary"].get(mt.key), mt, opts["repeat"]) for mt in scenario.metrics),
-                delivery_text(r["runs"]),
-            ]
-            for r in results
+    return lines + [f"config {key}: {json.dumps(conf, default=str)}" for key, conf in doc["configs"].items()]
+
+
+def _warnings(doc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    incomplete = [
+        f"  {r['scenario']}/{r['system']} run {n + 1}"
+        for r in doc["results"]
+        for n, run in enumerate(r["runs"])
+        if run.get("db_complete") is False
+    ]
+    if incomplete:
+        lines += [
+            "",
+            "WARNING: other sessions were still connected to the run's database when its counters were read, so "
+            "these runs' database costs may be incomplete:",
+            *incomplete,
         ]
-        lines += _table(header, rows)
-        here = [x for x in all_ratios if x["scenario"] == key]
-        if here:
-            lines += _ratio_lines(key, scenario.metrics, results, here)
     if doc.get("code_changed"):
         lines += [
             "",
             f"WARNING: notified_sa's source changed during the run (at the start: "
             f"{doc['project']['notified_sa_code_at_start']}); these runs loaded other code:",
+            *(f"  {x}" for x in doc["code_changed"]),
         ]
-        lines += [f"  {x}" for x in doc["code_changed"]]
     if doc["skipped"]:
-        lines += ["", "not run:"]
-        lines += [f"  {x['scenario']} / {x['system']}: {x['reason']}" for x in doc["skipped"]]
-    lines += [
-        "",
-        "ratios are notified-sa / baseline, medians: for rates (events/s, rows/s, keep-up) above 1 means notified-sa "
-        "is faster; for times, unhandled counts, CPU, tx, WAL and RSS, below 1 means notified-sa is better.",
-        "per event published (warm-up included): srv CPU us/ev = CPU time of the server process from start to stop; "
-        "tx/ev = transactions committed in the run's database; WAL B/ev = WAL written by the whole cluster.",
-    ]
+        lines += ["", "not run:", *(f"  {x['scenario']} / {x['system']}: {x['reason']}" for x in doc["skipped"])]
+    return lines
+
+
+_NOTES = [
+    "",
+    "ratios are notified-sa / baseline, medians: for rates (events/s, deliveries/s, rows/s, keep-up) and hot% above 1 "
+    "means notified-sa is better; for times, unhandled counts, CPU, tx, WAL, row writes and RSS, below 1 means "
+    "notified-sa is better. Fan-out ratios pair the same number of groups.",
+    "costs per event published (warm-up included; backlog: per pending event, the preload not counted): "
+    "srv CPU us/ev = CPU time of the server process(es) from start to stop; tx/ev = transactions committed in the "
+    "run's database (pg_stat_database); WAL B/ev = WAL written by the whole cluster, from the WAL position "
+    "(pg_current_wal_lsn; pg_stat_wal.wal_bytes is in the JSON); ins/ev, upd/ev, del/ev = rows inserted, updated, "
+    "deleted in the database's user tables (pg_stat_user_tables); hot% = HOT updates / updates.",
+]
+
+
+def render(doc: dict[str, Any], settings: Settings) -> str:
+    """The human-readable report: context, per scenario a table of figures and one of costs with their ratios,
+    then warnings and notes."""
+    repeat = doc["options"]["repeat"]
+    lines = _header(doc)
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for result in doc["results"]:
+        by_scenario.setdefault(result["scenario"], []).append(result)
+    for key, results in by_scenario.items():
+        scenario = SCENARIOS[key]
+        here = [x for x in doc["ratios"] if x["scenario"] == key]
+        lines += ["", f"== {scenario.title}: {scenario.describe(settings)} =="]
+        lines += _figures_table(results, scenario.metrics, repeat, delivery=True)
+        lines += _ratio_lines(key, scenario.metrics, results, here)
+        if scenario.costs:
+            lines += ["", f"-- {scenario.title}: costs {scenario.per} --"]
+            lines += _figures_table(results, scenario.costs, repeat, delivery=False)
+            lines += _ratio_lines(key, scenario.costs, results, here)
+    lines += _warnings(doc) + _NOTES
     if doc["database"] != "embedded":
         lines.append("  (--url: WAL counts every database of that cluster, so other work on it inflates WAL B/ev.)")
     return "\n".join(lines)
+
+
+def _figures_table(
+    results: list[dict[str, Any]], metrics: Sequence[Metric], repeat: int, *, delivery: bool
+) -> list[str]:
+    header = ["system", *(mt.label for mt in metrics), *(["delivery"] if delivery else [])]
+    rows = [
+        [
+            r["label"],
+            *(_cell(r["summary"].get(mt.key), mt, repeat) for mt in metrics),
+            *([delivery_text(r["runs"])] if delivery else []),
+        ]
+        for r in results
+    ]
+    return _table(header, rows)
 
 
 def _ratio_lines(
     key: str, metrics: Sequence[Metric], results: list[dict[str, Any]], here: list[dict[str, Any]]
 ) -> list[str]:
     labels = {r["system"]: r["label"] for r in results}
-    subjects = list(dict.fromkeys(x["subject"] for x in here))
+    keys = {mt.key for mt in metrics}
+    subjects = list(dict.fromkeys(x["subject"] for x in here if x["metric"] in keys))
     lines: list[str] = []
     for subject in subjects:
-        mine = [x for x in here if x["subject"] == subject]
+        mine = [x for x in here if x["subject"] == subject and x["metric"] in keys]
         bases = list(dict.fromkeys(x["baseline"] for x in mine))
         title = "vs no trigger" if key == "trigger" else "notified-sa / baseline"
         header = [f"{labels[subject]}: {title}", *(mt.label for mt in metrics)]

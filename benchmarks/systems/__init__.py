@@ -10,6 +10,10 @@ A system module provides (``options`` is the JSON-able dict of its :class:`Syste
   ``(event id, clock())`` to ``records``, the clock read on its first line, and does nothing else;
 * ``make_publisher(url, options) -> Publisher``: in a publisher child.
 
+A run may start several server processes of one system with different options (the fan-out scenario adds
+``group`` to each; see benchmarks/fanout.py); a system that cannot do what its options ask says why in
+``unavailable``, and the benchmark skips it with that reason.
+
 Families (what ``--systems`` selects): ``floor``, ``seed``, ``notified_sa``, ``pgqueuer``.
 """
 
@@ -59,6 +63,9 @@ class SystemSpec:
     #: ``baseline``: notified-sa's figures are divided by this system's; ``subject``: notified-sa itself;
     #: ``variant``: a table variant of the trigger scenario (compared with its no-trigger variant).
     role: str = "baseline"
+    #: Ratios pair a subject only with baselines of the same ``match`` (the fan-out scenario: the same number of
+    #: groups); empty everywhere else.
+    match: str = ""
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -77,74 +84,106 @@ SA_DRIVERS = {
     "psycopg": ("notified_sa[psycopg]", "notified-sa psycopg 3"),
 }
 
+_SA = "benchmarks.systems.notified_sa"
+_THROUGHPUT_AND_LATENCY = frozenset({"batched", "single", "latency"})
 
-def build_systems(
-    *,
-    sa_pool_size: int,
-    sa_claim_batch_size: int,
-    sa_drivers: tuple[str, ...],
-    pgqueuer_batch_sizes: tuple[int, ...],
-) -> list[SystemSpec]:
-    """Every system configuration the benchmark knows, in table order.
 
-    notified-sa runs once per driver in ``sa_drivers`` (row trigger); the statement-trigger variant and the
-    trigger scenario's publish_many line use the first driver.
-    """
-    throughput_and_latency = frozenset({"batched", "single", "latency"})
-    sa = {"pool_size": sa_pool_size, "claim_batch_size": sa_claim_batch_size, "driver": sa_drivers[0]}
+def _variant(key: str, part: str) -> str:
+    """``notified_sa`` -> ``notified_sa[pool=100]``; ``notified_sa[psycopg]`` -> ``notified_sa[psycopg,pool=100]``."""
+    return f"{key[:-1]},{part}]" if key.endswith("]") else f"{key}[{part}]"
+
+
+def _notified_sa(sa_drivers: tuple[str, ...], pool: int | None) -> list[SystemSpec]:
+    """notified-sa's subjects in one configuration: the library defaults (``pool`` None) or ``pool_size=pool``."""
+    config = {} if pool is None else {"config": {"pool_size": pool}}
+    suffix = "" if pool is None else f", pool_size={pool}"
+
+    def key(base: str) -> str:
+        return base if pool is None else _variant(base, f"pool={pool}")
+
+    everywhere = _THROUGHPUT_AND_LATENCY | {"backlog"}
+    first = SA_DRIVERS[sa_drivers[0]]
     specs = [
         SystemSpec(
-            "floor",
-            "floor",
-            "floor (psycopg2 LISTEN + SELECT)",
-            "benchmarks.systems.floor",
-            throughput_and_latency,
-        ),
-        SystemSpec("seed", "seed", "notified 0.1.0 (seed)", "benchmarks.systems.seed", throughput_and_latency),
-    ]
-    specs += [
-        SystemSpec(
-            f"pgqueuer[b{size}]",
-            "pgqueuer",
-            f"pgqueuer batch_size={size}",
-            "benchmarks.systems.pgqueuer",
-            throughput_and_latency | {"backlog"},
-            {"batch_size": size},
-        )
-        for size in pgqueuer_batch_sizes
-    ]
-    specs += [
-        SystemSpec(
-            SA_DRIVERS[driver][0],
+            key(SA_DRIVERS[d][0]),
             "notified_sa",
-            f"{SA_DRIVERS[driver][1]} (row trigger)",
-            "benchmarks.systems.notified_sa",
-            throughput_and_latency | {"backlog"},
-            {**sa, "driver": driver, "for_each": "row"},
+            f"{SA_DRIVERS[d][1]} (row trigger{suffix})",
+            _SA,
+            everywhere,
+            {"driver": d, "for_each": "row", **config},
             role="subject",
         )
-        for driver in sa_drivers
+        for d in sa_drivers
     ]
-    specs += [
+    specs.append(
         SystemSpec(
-            "notified_sa[statement]",
+            key("notified_sa[statement]"),
             "notified_sa",
-            f"{SA_DRIVERS[sa_drivers[0]][1]} (statement trigger)",
-            "benchmarks.systems.notified_sa",
+            f"{first[1]} (statement trigger{suffix})",
+            _SA,
             frozenset({"batched"}),
-            {**sa, "for_each": "statement"},
+            {"driver": sa_drivers[0], "for_each": "statement", **config},
             role="subject",
-        ),
-    ]
-    specs += [
+        )
+    )
+    if pool is None:
+        specs.append(
+            SystemSpec(
+                "notified_sa[asyncio]",
+                "notified_sa",
+                "notified-sa asyncio server, psycopg 3 (row trigger)",
+                "benchmarks.systems.notified_sa_async",
+                everywhere,
+                {"driver": "psycopg", "for_each": "row"},
+                role="subject",
+            )
+        )
+    return specs
+
+
+def _fanout(sa_driver: str, groups: tuple[int, ...]) -> list[SystemSpec]:
+    """The fan-out scenario's systems: notified-sa (defaults) and the floor, once per number of groups; ratios
+    pair the same number of groups only."""
+    specs = []
+    for g in groups:
+        plural = "s" if g > 1 else ""
+        specs.append(
+            SystemSpec(
+                f"notified_sa[groups={g}]",
+                "notified_sa",
+                f"{SA_DRIVERS[sa_driver][1]}, {g} group{plural}",
+                _SA,
+                frozenset({"fanout"}),
+                {"driver": sa_driver, "for_each": "row", "groups": g},
+                role="subject",
+                match=f"groups={g}",
+            )
+        )
+    for g in groups:
+        specs.append(
+            SystemSpec(
+                f"floor[groups={g}]",
+                "floor",
+                f"floor, {g} LISTEN process{'es' if g > 1 else ''}",
+                "benchmarks.systems.floor",
+                frozenset({"fanout"}),
+                {"groups": g},
+                match=f"groups={g}",
+            )
+        )
+    return specs
+
+
+def _trigger_variants(sa_driver: str) -> list[SystemSpec]:
+    return [
         SystemSpec(
             f"insert[{key}]",
             "notified_sa",
             label,
-            "benchmarks.systems.notified_sa",
+            _SA,
             frozenset({"trigger"}),
             {
-                **sa,
+                "driver": sa_driver,
                 "for_each": trigger if trigger == "statement" else "row",
                 "trigger": trigger,
                 "publisher": publisher,
@@ -158,4 +197,45 @@ def build_systems(
             ("publish_many", "row", "orm", "publish_many + row trigger (notified-sa batch publish)"),
         )
     ]
+
+
+def build_systems(
+    *,
+    sa_drivers: tuple[str, ...],
+    sa_pool_sizes: tuple[int, ...] = (),
+    pgqueuer_batch_sizes: tuple[int, ...],
+    fanout_groups: tuple[int, ...] = (1, 2, 4),
+) -> list[SystemSpec]:
+    """Every system configuration the benchmark knows, in table order: notified-sa with the library defaults
+    first, then with each pool size of ``sa_pool_sizes``, then the baselines.
+
+    notified-sa runs once per driver in ``sa_drivers`` (row trigger); the statement-trigger variant, the fan-out
+    systems and the trigger scenario's publish_many line use the first driver.
+    """
+    specs = _notified_sa(sa_drivers, None)
+    for pool in sa_pool_sizes:
+        specs += _notified_sa(sa_drivers, pool)
+    specs += [
+        SystemSpec(
+            "floor",
+            "floor",
+            "floor (psycopg2 LISTEN + SELECT)",
+            "benchmarks.systems.floor",
+            _THROUGHPUT_AND_LATENCY,
+        ),
+        SystemSpec("seed", "seed", "notified 0.1.0 (seed)", "benchmarks.systems.seed", _THROUGHPUT_AND_LATENCY),
+    ]
+    specs += [
+        SystemSpec(
+            f"pgqueuer[b{size}]",
+            "pgqueuer",
+            f"pgqueuer batch_size={size}",
+            "benchmarks.systems.pgqueuer",
+            _THROUGHPUT_AND_LATENCY | {"backlog"},
+            {"batch_size": size},
+        )
+        for size in pgqueuer_batch_sizes
+    ]
+    specs += _fanout(sa_drivers[0], fanout_groups)
+    specs += _trigger_variants(sa_drivers[0])
     return specs

@@ -2,13 +2,21 @@
 conf=NotifiedConfig(...))``, and publishing by committing ORM sessions: ``session.add(event)`` for one event,
 ``notified_sa.publish_many(session, Event, events)`` (one INSERT ... SELECT FROM unnest) for a batch.
 
+The configuration is the library's defaults (:func:`library_defaults`: ``NotifiedConfig()`` built with no
+``NOTIFIED_*`` variable set), every field passed explicitly so the benchmark's environment cannot change it; a
+system's options may change ``pool_size`` or ``claim_batch_size`` (``{"config": {"pool_size": 100}}``), and its
+key and label then say so.
+
 The table is created by ``metadata.create_all()``, which also installs the notify trigger the model asks for
 (``__notify_for_each__`` = ``row``, the default, or ``statement``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
+import os
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,18 +59,42 @@ def _model(options: dict[str, Any]) -> type[Event] | type[StatementEvent]:
     return StatementEvent if options.get("for_each") == "statement" else Event
 
 
+#: The NotifiedConfig fields a system's options may set (``config`` in its options); all others keep the default.
+TUNABLE = ("pool_size", "claim_batch_size")
+
+
+def library_defaults() -> NotifiedConfig:
+    """``NotifiedConfig()`` as a user gets it with no ``NOTIFIED_*`` configuration variable set: every default
+    read from the library itself, so a change of default shows up in the next run."""
+    saved = {var: os.environ.pop(var) for var in NotifiedConfig.environment_variables().values() if var in os.environ}
+    try:
+        return NotifiedConfig()
+    finally:
+        os.environ.update(saved)
+
+
 def config(options: dict[str, Any]) -> NotifiedConfig:
-    """The server configuration of the benchmark: every field explicit, so no NOTIFIED_* variable leaks in."""
-    return NotifiedConfig(
-        pool_size=options["pool_size"],
-        claim_batch_size=options["claim_batch_size"],
-        channel_select_timeout=5.0,
-        max_attempts=5,
-        backoff_base=1.0,
-        backoff_cap=300.0,
-        lease_seconds=30.0,
-        shutdown_timeout=10.0,
-        poll_only=False,
+    """The server configuration: the library defaults with every field pinned (so no ``NOTIFIED_*`` variable of
+    the benchmark's environment leaks in), changed only where the system's options say (``config``)."""
+    changes = dict(options.get("config") or {})
+    unknown = sorted(set(changes) - set(TUNABLE))
+    if unknown:
+        raise ValueError(f"config fields {unknown} cannot be set by the benchmark; it sets only {list(TUNABLE)}")
+    pinned = {f.name: getattr(library_defaults(), f.name) for f in dataclasses.fields(NotifiedConfig)}
+    return NotifiedConfig(**{**pinned, **changes})
+
+
+#: The configuration fields a run's description shows (the others only matter when events fail).
+_SHOWN = ("pool_size", "claim_batch_size", "channel_select_timeout", "lease_seconds", "poll_only")
+
+
+def groups_missing() -> str | None:
+    """Why this notified-sa cannot run several subscriber groups (``Server`` has no ``group`` parameter), or None."""
+    if "group" in inspect.signature(Server).parameters:
+        return None
+    return (
+        "needs subscriber groups: notified_sa.Server has no `group` parameter in this notified-sa "
+        "(one group, today's single server, runs)"
     )
 
 
@@ -70,6 +102,8 @@ def unavailable(options: dict[str, Any]) -> str | None:
     driver = options.get("driver", "psycopg2")
     if importlib.util.find_spec(driver) is None:
         return f"its driver {driver} is not installed; pip install -e '.[psycopg]'"
+    if int(options.get("groups", 1)) > 1:
+        return groups_missing()
     return None
 
 
@@ -81,14 +115,14 @@ def describe(options: dict[str, Any]) -> dict[str, Any]:
             "publish": "psycopg2 INSERT ... RETURNING id via execute_values; commit()",
         }
     conf = config(options)
+    changed = dict(options.get("config") or {})
     return {
         "driver": options["driver"],
         "trigger": options.get("for_each", "row"),
         "engine": "create_engine(url) defaults (QueuePool pool_size=5, max_overflow=10)",
-        "config": {
-            name: getattr(conf, name)
-            for name in ("pool_size", "claim_batch_size", "channel_select_timeout", "lease_seconds", "max_attempts")
-        },
+        "config": "NotifiedConfig library defaults" + (f", except {changed}" if changed else ""),
+        "config_fields": {name: getattr(conf, name) for name in _SHOWN},
+        **({"groups": options["groups"]} if "groups" in options else {}),
         "publish": "one event: Session.add(event); commit(). A batch: "
         "publish_many(session, Event, [(name, payload), ...]); commit()",
     }
@@ -128,7 +162,13 @@ def preload(url: str, options: dict[str, Any], n: int) -> list[int]:
 class _Server:
     def __init__(self, url: str, options: dict[str, Any], records: list[Record]) -> None:
         self.engine = sa.create_engine(sqlalchemy_url(url, options["driver"]))
-        self.server = Server(CHANNEL, self.engine, model=_model(options), conf=config(options))
+        group: dict[str, Any] = {}
+        if options.get("group") is not None:  # one subscriber group of the fan-out scenario
+            missing = groups_missing()
+            if missing:
+                raise RuntimeError(missing)
+            group["group"] = options["group"]
+        self.server = Server(CHANNEL, self.engine, model=_model(options), conf=config(options), **group)
         append = records.append
 
         def handle(event: Any) -> None:

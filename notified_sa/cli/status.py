@@ -96,6 +96,7 @@ def _status_data(conn: Connection, label: str, table: Table) -> dict[str, Any]:
         "trigger": None if trigger is None else {"channel": trigger.channel, "for_each": trigger.for_each},
         "notification_queue_usage": st.notification_queue_usage,
         "error": None,
+        "error_kind": None,
     }
 
 

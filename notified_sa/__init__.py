@@ -11,6 +11,7 @@ from .handlers import HandlerResult, HandlerStatus
 from .models import EventMixin, EventStatus
 from .publish import publish_many
 from .server import Server
+from .triggers import install_notify_trigger, remove_notify_trigger
 
 __version__ = "0.1.0"
 
@@ -30,9 +31,11 @@ __all__ = [
     "SchemaError",
     "Server",
     "__version__",
+    "install_notify_trigger",
     "notify_trigger_ddl",
     "publish_many",
     "purge",
+    "remove_notify_trigger",
     "requeue",
     "table_status",
 ]

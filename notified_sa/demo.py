@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from . import devdb
 from ._engines import engine_from_url
 from .admin import table_status
+from .cli._output import plural
 from .config import NotifiedConfig
 from .handlers import HandlerResult, HandlerStatus
 from .models import EventMixin, EventStatus
@@ -81,18 +82,20 @@ class DemoSummary:
 
     def render(self) -> str:
         """The summary as the text ``notified-sa demo`` prints."""
+        were = "was" if self.retried == 1 else "were"
         lines = [
-            f"notified-sa demo: {self.published} users signed up; each signup committed its user row and its "
-            "event in one transaction.",
-            f"  published  {self.published} events into {self.table} on {self.database} (PostgreSQL "
+            f"notified-sa demo: {plural(self.published, 'user')} signed up; each signup committed its user row and "
+            "its event in one transaction.",
+            f"  published  {plural(self.published, 'event')} into {self.table} on {self.database} (PostgreSQL "
             f"{self.server_version})",
-            f"  handled    {self.handled} events: {self.succeeded} succeeded, {self.dead} dead",
-            f"  retried    {self.retried} events failed at first and were tried again; {self.retried_then_succeeded} "
-            "then succeeded (only their failed handler ran again)",
+            f"  handled    {plural(self.handled, 'event')}: {self.succeeded} succeeded, {self.dead} dead",
+            f"  retried    {plural(self.retried, 'event')} failed at first and {were} tried again; "
+            f"{self.retried_then_succeeded} then succeeded (only their failed handler ran again)",
         ]
         for dead in self.dead_events:
             lines.append(
-                f"  dead       event {dead['id']} ({dead['email']}) after {dead['attempts']} attempts: {dead['error']}"
+                f"  dead       event {dead['id']} ({dead['email']}) after {plural(dead['attempts'], 'attempt')}: "
+                f"{dead['error']}"
             )
         lines += [
             f"  latency    p50 {self.latency_p50_ms:.1f} ms, p99 {self.latency_p99_ms:.1f} ms, from the commit "
@@ -119,7 +122,8 @@ class ProgressBar:
     def _line(self, handled: int, published: int, retries: int, dead: int) -> str:
         filled = min(self.width, self.width * handled // self.total)
         bar = "#" * filled + "." * (self.width - filled)
-        return f"[{bar}] {handled}/{self.total} handled | {published} published | {retries} retries | {dead} dead"
+        tries = plural(retries, "retry", "retries")
+        return f"[{bar}] {handled}/{self.total} handled | {published} published | {tries} | {dead} dead"
 
     def update(self, handled: int, published: int, retries: int, dead: int, *, force: bool = False) -> None:
         """Show the current counts (on a terminal at most 20 times a second unless ``force``)."""

@@ -9,6 +9,7 @@ tag ``cli``, so tests count executions in the database.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -56,3 +57,45 @@ def explicit_pool() -> Server:
 server = make_server()
 
 NOT_A_SERVER = 42
+
+
+def elsewhere() -> Server:
+    """A Server whose application builds its Engine on a fixed URL, not from ``NOTIFIED_DATABASE_URL``."""
+    engine = sa.create_engine("postgresql+psycopg2://someone@127.0.0.1:1/elsewhere")
+    return Server("events", engine, model=Event)
+
+
+def missing_table() -> Server:
+    """A Server on the right database whose table does not exist: ``listen()`` raises SchemaError at start."""
+    return Server("events", _engine(), NotifiedConfig(events_table="no_such_table"))
+
+
+class _CrashingServer(Server):
+    """A real Server whose ``listen()`` runs it until it is ready, stops it, and then raises.
+
+    It stands for a Server whose internal component crashed (``listen()`` raising once it ran), the one failure
+    the CLI cannot produce on demand with a healthy database.
+    """
+
+    def listen(self) -> None:
+        self.start()
+        self.wait_ready(30)
+        self.stop()
+        raise RuntimeError("the completer thread crashed:\ndisk full")
+
+
+def crashing() -> Server:
+    """``notified-sa serve tests.cli_app:crashing``: runs, then ``listen()`` raises."""
+    return _CrashingServer("events", _engine(), model=Event)
+
+
+def announcing() -> Server:
+    """The ``job`` server, printing ``READY`` once it listens and has caught up (so a test may signal it)."""
+    server = make_server()
+
+    def announce() -> None:
+        if server.wait_ready(60):
+            print("READY", flush=True)
+
+    threading.Thread(target=announce, name="announce-ready", daemon=True).start()
+    return server

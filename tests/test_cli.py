@@ -340,7 +340,7 @@ def test_retry_failed_takes_pending_events_waiting_for_their_backoff(
         code, out, _ = run(capsys, "retry", "--database-url", db_url, "--name", "job")
         assert code == 0 and "requeued 0 events" in out  # pending ones only with --failed
         code, out, _ = run(capsys, "retry", "--database-url", db_url, "--name", "job", "--failed")
-        assert code == 0 and f"requeued 1 dead or failed-pending events in table events (ids {event_id})" in out
+        assert code == 0 and f"requeued 1 dead or failed-pending event in table events (id {event_id})" in out
         wait_for(lambda: statuses(events_engine) == {"succeeded": 1}, what="the event handled now")
     assert flaky.calls == 2
 

@@ -80,8 +80,8 @@ def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
     bar.close()
     assert out.getvalue() == (
         "\r[..........] 0/10 handled | 1 published | 0 retries | 0 dead"
-        "\r[#####.....] 5/10 handled | 10 published | 1 retries | 0 dead"
-        "\r[##########] 10/10 handled | 10 published | 1 retries | 1 dead\n"
+        "\r[#####.....] 5/10 handled | 10 published | 1 retry | 0 dead"
+        "\r[##########] 10/10 handled | 10 published | 1 retry | 1 dead\n"
     )
 
 

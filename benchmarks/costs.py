@@ -81,7 +81,7 @@ def snapshot(url: str, settle_timeout: float = 10.0) -> Snapshot:
             tables = _TABLES + (_TABLES_16 if conn.server_version >= 160000 else ())
             out.update(zip(tables, _select_sum(cur, tables, "pg_stat_user_tables", sql.SQL("")), strict=True))
             with contextlib.suppress(psycopg2.Error):  # not on a standby
-                cur.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+                cur.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
                 out["wal_bytes"] = int(cur.fetchone()[0])
             if conn.server_version >= 140000:
                 values = _select_sum(cur, _WAL, "pg_stat_wal", sql.SQL(""))

@@ -153,8 +153,8 @@ _NOTES = [
     "costs per event published (warm-up included; backlog: per pending event, the preload not counted): "
     "srv CPU us/ev = CPU time of the server process(es) from start to stop; tx/ev = transactions committed in the "
     "run's database (pg_stat_database); WAL B/ev = WAL written by the whole cluster, from the WAL position "
-    "(pg_current_wal_lsn; pg_stat_wal.wal_bytes is in the JSON); ins/ev, upd/ev, del/ev = rows inserted, updated, "
-    "deleted in the database's user tables (pg_stat_user_tables); hot% = HOT updates / updates.",
+    "(pg_current_wal_insert_lsn; pg_stat_wal.wal_bytes is in the JSON); ins/ev, upd/ev, del/ev = rows inserted, "
+    "updated, deleted in the database's user tables (pg_stat_user_tables); hot% = HOT updates / updates.",
 ]
 
 

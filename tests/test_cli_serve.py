@@ -20,8 +20,9 @@ def test_a_database_url_the_application_does_not_use_is_refused(
 ) -> None:
     code, out, err = run(capsys, "serve", "tests.cli_app:elsewhere", "--database-url", db_url)
     assert code == 2 and out == ""
-    database = make_url(db_url).database
-    assert f"--database-url names 127.0.0.1:5432, database {database!r}" in err
+    url = make_url(db_url)
+    place = f"{url.host}:{url.port or 5432}" if url.host else f"the socket in {url.query['host']} (port 5432)"
+    assert f"--database-url names {place}, database {url.database!r}" in err
     assert "but the Server tests.cli_app:elsewhere built runs on 127.0.0.1:1, database 'elsewhere'" in err
     assert "Build the Engine from os.environ['NOTIFIED_DATABASE_URL'], or leave --database-url out" in err
     assert listeners(db_url) == 0  # it never started

@@ -102,7 +102,8 @@ def where(url: URL) -> str:
     if isinstance(host, tuple):
         host = ",".join(host)
     port = url.port or 5432
-    return f"{host}:{port}, database {url.database or '(default)'!r}"
+    place = f"the socket in {host} (port {port})" if host.startswith("/") else f"{host}:{port}"
+    return f"{place}, database {url.database or '(default)'!r}"
 
 
 def first_lines(exc: BaseException) -> str:

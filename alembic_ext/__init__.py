@@ -4,6 +4,7 @@ In a migration::
 
     op.create_notify_trigger("events", channel="events")           # or for_each="statement", schema=...
     op.drop_notify_trigger("events", channel="events")
+    op.upgrade_events_table("events")   # an existing table (notified 0.1.0's, or notified-sa 0.x's) brought up to date
 
 Both build their SQL with :func:`notified_sa.notify_trigger_ddl` (the same DDL ``metadata.create_all()`` runs), work
 online and offline (``alembic upgrade --sql``), and are each other's reverse. ``alembic revision --autogenerate``
@@ -21,7 +22,8 @@ from __future__ import annotations
 from . import toimpl as toimpl
 from .autogen import register as _register
 from .ops import CreateNotifyTriggerOp, DropNotifyTriggerOp, NotifyTriggerOp
+from .upgrade import UpgradeEventsTableOp
 
-__all__ = ["CreateNotifyTriggerOp", "DropNotifyTriggerOp", "NotifyTriggerOp"]
+__all__ = ["CreateNotifyTriggerOp", "DropNotifyTriggerOp", "NotifyTriggerOp", "UpgradeEventsTableOp"]
 
 _register()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .admin import purge, requeue, table_status
+from .admin import create_group, drop_group, list_groups, purge, requeue, table_status
 from .client import NotifyClient
 from .config import NotifiedConfig
 from .ddl import NotifyTrigger, NotifyTriggerDDL, notify_trigger_ddl
@@ -31,7 +31,10 @@ __all__ = [
     "SchemaError",
     "Server",
     "__version__",
+    "create_group",
+    "drop_group",
     "install_notify_trigger",
+    "list_groups",
     "notify_trigger_ddl",
     "publish_many",
     "purge",

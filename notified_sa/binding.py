@@ -10,6 +10,7 @@ through this one function, so they agree on which table and which id column.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +18,15 @@ from sqlalchemy import Connection, MetaData, Table, inspect
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.types import Integer
 
-from . import queries
 from ._identifiers import check_identifier, qualified
 from .config import NotifiedConfig
 from .errors import SchemaError
-from .models import DELIVERY_COLUMNS
+from .models import DELIVERY_COLUMNS, RETIRED_COLUMNS
+from .schema import DeliveryTables, delivery_tables
 
 __all__ = ["InstanceBuilder", "TableBinding", "bind_table", "split_table_name"]
+
+logger = logging.getLogger("notified_sa.server")
 
 
 class InstanceBuilder:
@@ -64,7 +67,8 @@ class TableBinding:
     #: The delivery columns the table lacks; empty for a table with durable delivery.
     missing: tuple[str, ...] = ()
     model: type[Any] | None = None
-    statements: queries.EventStatements | None = field(default=None, compare=False)
+    #: The delivery tables beside it (None for a table without delivery columns).
+    tables: DeliveryTables | None = field(default=None, compare=False)
 
     @property
     def durable(self) -> bool:
@@ -164,11 +168,30 @@ def bind_table(
                 f"(NOTIFIED_ID_FIELD_NAME, now {id_column!r}) and a name column"
             )
     missing = tuple(c for c in DELIVERY_COLUMNS if c not in present)
-    if missing and (model is not None or require_durable):
+    earlier = "status" in present  # a table of an earlier notified-sa release: it needs a migration, not seed mode
+    if missing and (model is not None or require_durable or earlier):
         whose = f"that {model.__name__} (EventMixin) declares" if model is not None else "that notified-sa needs"
         raise SchemaError(
-            f"the events table {label} lacks the delivery columns {', '.join(missing)} {whose}. Add them with a "
-            "migration: alembic revision --autogenerate on an EventMixin model generates the op.add_column() calls"
+            f"the events table {label} lacks the columns {', '.join(missing)} {whose}. Upgrade it with a "
+            f"migration: op.upgrade_events_table({table.name!r}) (alembic_ext), or alembic revision --autogenerate "
+            "on an EventMixin model; docs/guides/migrating.md walks through it"
         )
-    statements = None if missing else queries.EventStatements(table, id_column)
-    return TableBinding(table, id_column, missing, model, statements)
+    if missing:
+        return TableBinding(table, id_column, missing, model, None)
+    tables = delivery_tables(table, table.metadata if model is not None else None)
+    absent = [t.name for t in tables.all() if not insp.has_table(t.name, schema=t.schema)]
+    if absent:
+        raise SchemaError(
+            f"the events table {label} lacks its delivery tables {', '.join(absent)}. Create them: "
+            "metadata.create_all() creates what is missing, or upgrade with a migration "
+            f"(op.upgrade_events_table({table.name!r}), or alembic revision --autogenerate on the EventMixin model)"
+        )
+    retired = [c for c in RETIRED_COLUMNS if c in present]
+    if retired:
+        logger.info(
+            "the events table %s still has the columns %s, which notified-sa no longer uses; a migration can drop them",
+            label,
+            ", ".join(retired),
+            extra={"table": table.name},
+        )
+    return TableBinding(table, id_column, missing, model, tables)

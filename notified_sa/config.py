@@ -19,6 +19,8 @@ field                       environment variable                default    meani
 ``lease_seconds``           ``NOTIFIED_LEASE_SECONDS``          30.0       claim lease; renewed while handlers run
 ``shutdown_timeout``        ``NOTIFIED_SHUTDOWN_TIMEOUT``       30.0       seconds running handlers get to finish
 ``poll_only``               ``NOTIFIED_POLL_ONLY``              false      no LISTEN (pgbouncer transaction pooling)
+``handler_grace``           ``NOTIFIED_HANDLER_GRACE``          600.0      how long a group still waits for handlers
+                                                                           of a server that vanished without stopping
 ==========================  ==================================  =========  ============================================
 """
 
@@ -81,6 +83,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "lease_seconds": ("LEASE_SECONDS", _parse_float, "a number of seconds >= 0.1"),
     "shutdown_timeout": ("SHUTDOWN_TIMEOUT", _parse_float, "a number of seconds >= 0"),
     "poll_only": ("POLL_ONLY", _parse_bool, "true or false"),
+    "handler_grace": ("HANDLER_GRACE", _parse_float, "a number of seconds >= 0"),
 }
 
 
@@ -145,6 +148,7 @@ class NotifiedConfig:
     lease_seconds: float = dataclasses.field(default_factory=_from_env("lease_seconds", 30.0))
     shutdown_timeout: float = dataclasses.field(default_factory=_from_env("shutdown_timeout", 30.0))
     poll_only: bool = dataclasses.field(default_factory=_from_env("poll_only", False))
+    handler_grace: float = dataclasses.field(default_factory=_from_env("handler_grace", 600.0))
 
     def __post_init__(self) -> None:
         for field in _SPEC:

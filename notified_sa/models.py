@@ -9,8 +9,9 @@
         __notify_channel__ = "events"        # the default; set per class
         __notify_for_each__ = "row"          # or "statement"
 
-``metadata.create_all()`` then creates the table, its indexes and the notify trigger
-(:func:`notified_sa.ddl.notify_trigger_ddl`); ``metadata.drop_all()`` removes the trigger and its function.
+``metadata.create_all()`` then creates the table, its indexes, the notify trigger
+(:func:`notified_sa.ddl.notify_trigger_ddl`) and the delivery tables beside it (:mod:`notified_sa.schema`);
+``metadata.drop_all()`` removes them all.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from sqlalchemy.sql.elements import conv
 
 from ._identifiers import check_channel, derived_name
 from .ddl import NotifyTrigger, notify_trigger_ddl, sqlalchemy_ddl
+from .schema import TXID_DEFAULT, delivery_tables
 
-__all__ = ["DELIVERY_COLUMNS", "TABLE_INFO_KEY", "EventMixin", "EventStatus", "notify_trigger_of"]
+__all__ = ["DELIVERY_COLUMNS", "RETIRED_COLUMNS", "TABLE_INFO_KEY", "EventMixin", "EventStatus", "notify_trigger_of"]
 
 #: Key in ``Table.info`` under which the mixin records the table's notify trigger options.
 TABLE_INFO_KEY = "notified_sa"
@@ -49,9 +51,12 @@ TABLE_INFO_KEY = "notified_sa"
 class EventStatus(str, enum.Enum):
     """Where an event is in its life cycle (stored as its lowercase value).
 
-    ``pending`` -> claimed -> ``running`` -> ``succeeded``, or back to ``pending`` with a later
-    ``available_at`` after a failure with attempts left, or ``dead`` when none are left. A ``running`` event whose
+    ``pending`` -> claimed (``running``, under a lease) -> ``succeeded``, or back to ``pending`` with a later
+    ``available_at`` after a failure with attempts left, or ``dead`` when none are left. A running event whose
     lease expired (its server died) goes back to ``pending``. ``dead`` and ``succeeded`` events can be requeued.
+    The events row's ``status`` is the default group's; a running claim is recorded in the leases table (the row
+    still says ``pending`` while its handlers run), so ``running`` is what the admin functions and the handler's
+    own event object report, not a value the server writes to the row.
     """
 
     PENDING = "pending"
@@ -63,19 +68,22 @@ class EventStatus(str, enum.Enum):
         return self.value
 
 
-#: The columns a table needs, besides ``id`` and ``name``, for durable delivery (claims, leases, retries, outcomes).
+#: The columns a table needs, besides ``id`` and ``name``, for durable delivery (the default group's outcome record
+#: and the ``txid`` that orders events by their transaction).
 DELIVERY_COLUMNS: tuple[str, ...] = (
     "payload",
     "created_at",
+    "txid",
     "status",
     "attempts",
     "available_at",
-    "lease_owner",
-    "lease_expires_at",
     "processed_at",
     "results",
     "last_error",
 )
+
+#: Columns of earlier notified-sa releases that the current delivery no longer uses (a migration drops them).
+RETIRED_COLUMNS: tuple[str, ...] = ("lease_owner", "lease_expires_at")
 
 # A VARCHAR holding EventStatus values. Its CHECK constraint is declared explicitly on the table (see
 # _on_mapped) rather than through Enum(create_constraint=True), which Alembic before 1.20.1 renders twice.
@@ -101,18 +109,19 @@ class EventMixin:
     ``name``                text           the event name handlers are registered for (indexed)
     ``payload``             jsonb          the event's data, default ``{}``
     ``created_at``          timestamptz    default ``now()``
-    ``status``              varchar(16)    :class:`EventStatus`, default ``pending``
-    ``attempts``            integer        claims so far, default 0
+    ``txid``                bigint         the publishing transaction's id, default
+                                           ``pg_current_xact_id()``: what orders claims (never set it)
+    ``status``              varchar(16)    :class:`EventStatus` of the default group, default ``pending``
+    ``attempts``            integer        the default group's attempts so far, default 0
     ``available_at``        timestamptz    not claimed before this time (retry backoff, or scheduling)
-    ``lease_owner``         text           the server holding the claim
-    ``lease_expires_at``    timestamptz    when the claim lapses if not renewed
-    ``processed_at``        timestamptz    when the event succeeded or died
+    ``processed_at``        timestamptz    when the event succeeded or died (default group)
     ``results``             jsonb          per handler: status, payload or error, attempt, duration
     ``last_error``          text           the last failure, for a quick look
     ======================  =============  ============================================================
 
-    Indexes: ``name``; ``id`` where ``status = 'pending'`` (the claim's index scan in id order); ``lease_expires_at``
-    where ``status = 'running'`` (finding expired leases).
+    One index beyond the primary key: ``(name, txid, id)``, which every claim reads in order from its group's
+    cursor. No index covers a column the server updates, so outcome writes are HOT updates (see
+    docs/architecture.md). The delivery tables (:mod:`notified_sa.schema`) are declared beside the table.
 
     Class attributes ``__notify_channel__`` (default ``"events"``) and ``__notify_for_each__`` (``"row"`` or
     ``"statement"``) choose the notify trigger ``create_all`` installs.
@@ -122,16 +131,15 @@ class EventMixin:
     __notify_for_each__: ClassVar[str] = "row"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    name: Mapped[str] = mapped_column(Text, index=True)
+    name: Mapped[str] = mapped_column(Text)
     payload: Mapped[Any] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text(TXID_DEFAULT))
     status: Mapped[EventStatus] = mapped_column(
         _status_type, default=EventStatus.PENDING, server_default=EventStatus.PENDING.value
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    lease_owner: Mapped[str | None] = mapped_column(Text)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     results: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -162,16 +170,8 @@ def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
     table.append_constraint(
         CheckConstraint(f"status IN ({allowed})", name=conv(derived_name("ck_", table.name, "_status")))
     )
-    Index(
-        conv(derived_name("ix_", table.name, "_pending")),
-        table.c.id,
-        postgresql_where=table.c.status == EventStatus.PENDING.value,
-    )
-    Index(
-        conv(derived_name("ix_", table.name, "_running_lease")),
-        table.c.lease_expires_at,
-        postgresql_where=table.c.status == EventStatus.RUNNING.value,
-    )
+    Index(conv(derived_name("ix_", table.name, "_claim")), table.c.name, table.c.txid, table.c.id)
+    delivery_tables(table, table.metadata)
     for element in sqlalchemy_ddl(ddl.create):
         event.listen(table, "after_create", element)
     for element in sqlalchemy_ddl(ddl.drop):

@@ -31,6 +31,7 @@ from .core.handlers import HandlerRegistry, check_event_name
 from .core.stats import Stats
 from .errors import ServerError
 from .models import DELIVERY_COLUMNS, EventMixin
+from .schema import DEFAULT_GROUP, check_group, resolve_start_from
 from .startup import check_handlers, check_triggers
 from .threaded.runtime import ThreadedRuntime
 from .threaded.workers import in_worker
@@ -95,6 +96,9 @@ class Server:
       A table without the delivery columns (the seed's ``id, name`` table) is served as the seed served it:
       at-most-once, with a warning.
     * ``conf``: a :class:`~notified_sa.NotifiedConfig`; by default built from the ``NOTIFIED_*`` environment.
+    * ``group``: the subscriber group (default: the default group). Every group receives every event; servers of
+      one group share its events. ``start_from`` (``"now"``, the default for a named group, or ``"beginning"``,
+      the default group's) is where a group that does not exist yet starts.
 
     Run it with :meth:`listen` (blocks; SIGINT/SIGTERM stop it when called from the main thread), or with
     :meth:`start` / :meth:`stop` or ``with server:`` in the background.
@@ -110,8 +114,13 @@ class Server:
         conf: NotifiedConfig | None = None,
         *,
         model: type[Any] | None = None,
+        group: str | None = None,
+        start_from: str | None = None,
     ) -> None:
         self.channel = check_channel(channel)
+        #: The subscriber group this server serves (see :mod:`notified_sa.schema`).
+        self.group = DEFAULT_GROUP if group is None else check_group(group)
+        self.start_from = resolve_start_from(self.group, start_from)
         self.config = conf if conf is not None else NotifiedConfig()
         if not isinstance(self.config, NotifiedConfig):
             raise TypeError(f"conf must be a NotifiedConfig, got {type(self.config).__name__}")
@@ -285,6 +294,8 @@ class Server:
                 registry=self._registry,
                 binding=binding,
                 owner=self.owner,
+                group=self.group,
+                start_from=self.start_from,
                 stats=self._stats,
                 on_crash=self._crashed,
                 ready=self._ready,

@@ -45,8 +45,16 @@ def publish(engine: sa.Engine, name: str, count: int = 1, payload: Any = None) -
 
 
 def statuses(engine: sa.Engine) -> dict[str, int]:
+    """Events per status for the default group: the row's status, or ``running`` while a lease holds it."""
+    sql = """
+        SELECT CASE WHEN EXISTS (SELECT 1 FROM events__leases l WHERE l.group_name = 'default'
+                                 AND e.id = ANY(l.event_ids)) THEN 'running' ELSE e.status END, count(*)
+        FROM events e GROUP BY 1
+    """
     with engine.connect() as conn:
-        return {str(s): int(c) for s, c in conn.execute(sa.text("SELECT status, count(*) FROM events GROUP BY 1"))}
+        if conn.execute(sa.text("SELECT to_regclass('events__leases')")).scalar() is None:
+            sql = "SELECT status, count(*) FROM events GROUP BY 1"
+        return {str(s): int(c) for s, c in conn.execute(sa.text(sql))}
 
 
 def count(engine: sa.Engine, sql: str, **params: Any) -> int:

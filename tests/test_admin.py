@@ -42,5 +42,5 @@ def test_missing_table_and_missing_columns_are_clear_errors(engine: sa.Engine, d
     with pytest.raises(SchemaError, match='"nope" does not exist'):
         table_status(engine, "nope")
     query(db_url, "CREATE TABLE plain (id serial primary key, name text)")
-    with pytest.raises(SchemaError, match="lacks the columns payload, created_at, status"):
+    with pytest.raises(SchemaError, match="lacks the columns payload, created_at, txid, status"):
         table_status(engine, "plain")

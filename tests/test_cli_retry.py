@@ -105,15 +105,18 @@ def test_all_dead_is_per_table_and_takes_dead_events_of_every_name(
     assert statuses(events_engine) == {"pending": 60}
 
 
+NEEDS = "retry needs --id ID, --name NAME (each can be repeated, and combined), --since-id ID or --all-dead"
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([], "retry needs --id ID, --name NAME (each can be repeated, and combined) or --all-dead"),
-        (["--failed"], "retry needs --id ID, --name NAME (each can be repeated, and combined) or --all-dead"),
-        (["--dry-run"], "retry needs --id ID, --name NAME (each can be repeated, and combined) or --all-dead"),
+        ([], NEEDS),
+        (["--failed"], NEEDS),
+        (["--dry-run"], NEEDS),
         (["--all-dead", "--id", "1"], "--all-dead takes every dead event; it cannot be combined with --id"),
-        (["--all-dead", "--name", "signup"], "cannot be combined with --id, --name or --failed"),
-        (["--all-dead", "--failed"], "cannot be combined with --id, --name or --failed"),
+        (["--all-dead", "--name", "signup"], "cannot be combined with --id, --name, --since-id or --failed"),
+        (["--all-dead", "--failed"], "cannot be combined with --id, --name, --since-id or --failed"),
     ],
 )
 def test_retry_selection_errors_are_usage_errors(

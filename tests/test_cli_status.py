@@ -37,13 +37,15 @@ def two_tables(events_engine: sa.Engine, db_url: str) -> sa.Engine:
 
 @pytest.fixture
 def reader_url(db_url: str) -> Iterator[str]:
-    """The test database's URL as a new role that may read ``events`` but not ``app.jobs``; dropped afterwards."""
+    """The test database's URL as a new role that may read ``events`` (and its delivery tables) but not
+    ``app.jobs``; dropped afterwards."""
     role = f"nsa_reader_{uuid.uuid4().hex[:10]}"
     password = uuid.uuid4().hex
     query(db_url, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     try:
         query(db_url, f"GRANT USAGE ON SCHEMA app TO {role}")
-        query(db_url, f"GRANT SELECT ON events TO {role}")
+        tables = ["events", *(f"events__{part}" for part in ("groups", "cursors", "leases", "deliveries", "servers"))]
+        query(db_url, f"GRANT SELECT ON {', '.join(tables)} TO {role}")
         yield make_url(db_url).set(username=role, password=password).render_as_string(hide_password=False)
     finally:
         query(db_url, f"DROP OWNED BY {role}")

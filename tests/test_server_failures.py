@@ -71,7 +71,7 @@ def test_failures_are_recorded_retried_then_dead(events_engine: sa.Engine, behav
         wait_for(lambda: _event(events_engine, good_id).status is EventStatus.SUCCEEDED)
     assert calls == [1, 2, 3]
     ev = _event(events_engine, event_id)
-    assert ev.attempts == 3 and ev.processed_at is not None and ev.lease_owner is None
+    assert ev.attempts == 3 and ev.processed_at is not None
     result = ev.results["h"]
     assert result["status"] == "failure" and result["attempt"] == 3
     text = (result["error"] or "") + str(result["payload"])
@@ -108,7 +108,7 @@ def test_a_retry_runs_only_the_handlers_that_did_not_succeed(events_engine: sa.E
     assert ev.attempts == 2
     assert ev.results["steady"]["attempt"] == 1 and ev.results["steady"]["payload"] == {"n": 1}
     assert ev.results["flaky"]["attempt"] == 2 and ev.results["flaky"]["status"] == "success"
-    assert "ConnectionError: first try fails" in (ev.last_error or "")  # the history stays visible
+    assert ev.last_error is None  # a succeeded event shows no error; each handler's last run is in results
 
 
 def test_backoff_schedules_the_retry_later(events_engine: sa.Engine) -> None:
@@ -148,7 +148,7 @@ def test_requeue_puts_dead_events_back_and_they_run_again(events_engine: sa.Engi
         assert requeue(events_engine, "events", names=["job"]) == ids[1:]
         wait_for(lambda: statuses(events_engine) == {"succeeded": 3})
     assert _event(events_engine, ids[0]).attempts == 1  # attempts were reset by the requeue
-    with pytest.raises(ValueError, match="ids or event names"):
+    with pytest.raises(ValueError, match="needs event ids, event names"):
         requeue(events_engine, Event)
     with pytest.raises(ValueError, match="running events cannot be requeued"):
         requeue(events_engine, Event, ids=[1], statuses=["running"])
@@ -184,11 +184,13 @@ def test_an_outcome_is_not_written_once_the_lease_was_taken_away(events_engine: 
         (event_id,) = publish(events_engine, "job")
         assert started.wait(10)
         with events_engine.begin() as conn:  # as if the lease expired and another server claimed it
-            conn.execute(sa.text("UPDATE events SET lease_owner = 'other-server' WHERE id = :id"), {"id": event_id})
+            conn.execute(
+                sa.text("UPDATE events__leases SET owner = 'other-server' WHERE :id = ANY(event_ids)"), {"id": event_id}
+            )
         release.set()
         wait_for(lambda: server.stats["lost_leases"] == 1)
     ev = _event(events_engine, event_id)
-    assert ev.status is EventStatus.RUNNING and ev.lease_owner == "other-server" and ev.results == {}
+    assert ev.status is EventStatus.PENDING and ev.results == {}  # nothing written: the claim is another's
 
 
 def test_every_retry_in_a_batch_runs_when_due_not_at_the_next_poll(events_engine: sa.Engine) -> None:

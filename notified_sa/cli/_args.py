@@ -13,6 +13,8 @@ import math
 import re
 from collections.abc import Callable
 
+from notified_sa.schema import DEFAULT_GROUP, check_group
+
 __all__ = [
     "BATCH_SIZE",
     "DEMO_EVENTS",
@@ -75,3 +77,16 @@ EVENT_ID = whole_number(1, _INT8_MAX)
 POOL_SIZE = whole_number(1, 1000)
 #: ``demo --events``: what the demo can publish and handle within its time limit.
 DEMO_EVENTS = whole_number(1, 100_000)
+
+
+def group_name(text: str) -> str:
+    """A subscriber group name, checked (argparse type: a bad one is a usage error naming the rule)."""
+    try:
+        return check_group(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_group_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--group GROUP`` (default: the default group)."""
+    parser.add_argument("--group", type=group_name, default=DEFAULT_GROUP, metavar="GROUP", help=help_text)

@@ -32,9 +32,15 @@ def schema_hint(conn: Connection, ref: TableRef) -> str:
     imports = ""
     if any("postgresql." in line for line in ops):
         imports = " (with `from sqlalchemy import Text` and `from sqlalchemy.dialects import postgresql`)"
+    schema = f", schema={ref.schema!r}" if ref.schema else ""
     return (
-        "These are the operations autogenerate writes for an EventMixin model on this table; put them in a "
-        f"migration's upgrade(){imports} and run `alembic upgrade head`:\n" + "\n".join(f"    {line}" for line in ops)
+        "Upgrade it in one step with a migration whose upgrade() runs "
+        f"`op.upgrade_events_table({ref.name!r}{schema})` (alembic_ext; existing rows of a table without a status "
+        "column are recorded as succeeded, pass existing_status='pending' to deliver them), then "
+        "`alembic upgrade head`.\n"
+        f"Or add the columns yourself{imports}; these are the operations autogenerate writes for an EventMixin "
+        "model on this table (its delivery tables and claim index come with them):\n"
+        + "\n".join(f"    {line}" for line in ops)
     )
 
 

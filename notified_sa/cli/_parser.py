@@ -6,7 +6,7 @@ import argparse
 
 from notified_sa import __version__
 
-from . import demo, events, install_trigger, purge, retry, serve, status
+from . import demo, events, groups, install_trigger, purge, retry, serve, status
 from ._db import DATABASE_URL_ENV
 
 __all__ = ["build_parser"]
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parser(sub, [logs, db, table])
     retry.add_parser(sub, [logs, db, table])
     purge.add_parser(sub, [logs, db, table])
+    groups.add_parser(sub, [logs, db, table])
     install_trigger.add_parser(sub, [logs, db, table])
     demo.add_parser(sub, [logs])
     return parser

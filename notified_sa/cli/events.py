@@ -7,11 +7,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from notified_sa import queries
+from notified_sa.admin import get_event, list_events
 from notified_sa.handlers import event_as_dict
 from notified_sa.models import EventStatus
 
-from ._args import EVENT_ID, LIMIT
+from ._args import EVENT_ID, LIMIT, add_group_option
 from ._db import choose_table, connect, events_table
 from ._errors import EXIT_OK, CLIError
 from ._output import cell, dump_json, last_line, render_table
@@ -26,8 +26,7 @@ _SHOWN_FIELDS = [
     "created_at",
     "available_at",
     "processed_at",
-    "lease_owner",
-    "lease_expires_at",
+    "group",
 ]
 
 
@@ -45,6 +44,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     listing.add_argument("--name", action="append", metavar="NAME", help="only this event name (repeatable)")
     listing.add_argument("--oldest-first", action="store_true", help="oldest first (default: newest first)")
     listing.add_argument("--limit", type=LIMIT, default=50, metavar="N", help="at most N events (default 50)")
+    add_group_option(
+        listing, "status, attempts and results as this subscriber group sees them (default: the default group)"
+    )
     listing.set_defaults(func=run_list)
     show = events_sub.add_parser(
         "show",
@@ -54,6 +56,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "payload) and the last error in full.",
     )
     show.add_argument("id", type=EVENT_ID, metavar="ID", help="the event's id")
+    add_group_option(
+        show, "status, attempts and results as this subscriber group sees them (default: the default group)"
+    )
     show.set_defaults(func=run_show)
 
 
@@ -62,10 +67,15 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
     with connect(args.database_url) as conn:
         ref = choose_table(conn, args.table)
         table = events_table(conn, ref)
-        stmt = queries.EventStatements(table).list_events(
-            statuses=args.status, names=args.name, newest_first=not args.oldest_first, limit=args.limit
+        events = list_events(
+            conn,
+            table,
+            group=args.group,
+            statuses=args.status,
+            names=args.name,
+            newest_first=not args.oldest_first,
+            limit=args.limit,
         )
-        events = [dict(row._mapping) for row in conn.execute(stmt)]
     if args.json:
         dump_json([event_as_dict(e) for e in events], out)
         return EXIT_OK
@@ -86,10 +96,10 @@ def run_show(args: argparse.Namespace, out: TextIO) -> int:
     with connect(args.database_url) as conn:
         ref = choose_table(conn, args.table)
         table = events_table(conn, ref)
-        row = conn.execute(queries.EventStatements(table).get_event(), {"id": args.id}).first()
-    if row is None:
+        found = get_event(conn, table, args.id, group=args.group)
+    if found is None:
         raise CLIError(f"no event with id {args.id} in table {ref.label}")
-    event = dict(row._mapping)
+    event = found
     if args.json:
         dump_json(event_as_dict(event), out)
         return EXIT_OK

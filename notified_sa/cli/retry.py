@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, Table
-
-from notified_sa import queries
 from notified_sa.admin import installed_trigger, requeue
-from notified_sa.models import EventStatus
+from notified_sa.schema import DEFAULT_GROUP
 
-from ._args import EVENT_ID
+from ._args import EVENT_ID, add_group_option
 from ._db import choose_table, connect, events_table
 from ._errors import EXIT_OK, EXIT_USAGE, CLIError
 from ._output import dump_json, id_list, plural
@@ -32,34 +29,39 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description="Put dead events back to pending with their attempts reset, by --id and/or --name, or every "
         "dead event of the table with --all-dead; handlers that already succeeded are not run again. --failed also "
         "takes pending events waiting for a retry, which become due at once. Servers on the table's trigger channel "
-        "are notified. --dry-run shows what would be requeued and changes nothing.",
+        "are notified. --since-id replays succeeded and dead events from an id on (to rebuild a projection), and "
+        "--group requeues for one subscriber group only. --dry-run shows what would be requeued and changes nothing.",
     )
     retry.add_argument(
         "--id", action="append", type=EVENT_ID, default=[], metavar="ID", help="an event id (repeatable)"
     )
     retry.add_argument("--name", action="append", default=[], metavar="NAME", help="an event name (repeatable)")
     retry.add_argument("--all-dead", action="store_true", help="every dead event of the table")
+    retry.add_argument(
+        "--since-id",
+        type=EVENT_ID,
+        metavar="ID",
+        help="replay: every succeeded or dead event with an id of at least ID (of the --name given, if any)",
+    )
+    add_group_option(retry, "the subscriber group that sees the events again, and only it (default: the default group)")
     retry.add_argument("--failed", action="store_true", help="also requeue pending events that failed")
     retry.add_argument("--dry-run", action="store_true", help="show what would be requeued; change nothing")
     retry.set_defaults(func=run)
 
 
 def _check_selection(args: argparse.Namespace) -> None:
-    if args.all_dead and (args.id or args.name or args.failed):
+    if args.all_dead and (args.id or args.name or args.failed or args.since_id is not None):
         raise CLIError(
-            "--all-dead takes every dead event; it cannot be combined with --id, --name or --failed", EXIT_USAGE
+            "--all-dead takes every dead event; it cannot be combined with --id, --name, --since-id or --failed",
+            EXIT_USAGE,
         )
-    if not (args.id or args.name or args.all_dead):
+    if args.since_id is not None and args.id:
+        raise CLIError("--since-id takes every event from an id on; it cannot be combined with --id", EXIT_USAGE)
+    if not (args.id or args.name or args.all_dead or args.since_id is not None):
         raise CLIError(
-            "retry needs --id ID, --name NAME (each can be repeated, and combined) or --all-dead", EXIT_USAGE
+            "retry needs --id ID, --name NAME (each can be repeated, and combined), --since-id ID or --all-dead",
+            EXIT_USAGE,
         )
-
-
-def _dead_names(conn: Connection, table: Table) -> list[str]:
-    """The names of the table's dead events: requeueing these names among dead events takes every dead event."""
-    dead = EventStatus.DEAD.value
-    rows = conn.execute(queries.EventStatements(table).counts)
-    return sorted({str(row.name) for row in rows if str(getattr(row.status, "value", row.status)) == dead})
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -69,29 +71,35 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         ref = choose_table(conn, args.table)
         table = events_table(conn, ref)
         trigger = installed_trigger(conn, table)
-        names = _dead_names(conn, table) if args.all_dead else args.name
-        ids: list[int] = []
-        if args.id or names:
-            ids = requeue(conn, table, ids=args.id, names=names, failed=args.failed, notify=not args.dry_run)
+        ids = requeue(
+            conn,
+            table,
+            ids=args.id,
+            names=args.name,
+            failed=args.failed,
+            all_dead=args.all_dead,
+            since_id=args.since_id,
+            group=args.group,
+            notify=not args.dry_run,
+        )
         if args.dry_run:
             conn.rollback()
         else:
             conn.commit()
     if args.json:
         key = "would_requeue" if args.dry_run else "requeued"
-        dump_json({"table": ref.label, **({"dry_run": True} if args.dry_run else {}), key: ids}, out)
+        group = {} if args.group == DEFAULT_GROUP else {"group": args.group}
+        dump_json({"table": ref.label, **group, **({"dry_run": True} if args.dry_run else {}), key: ids}, out)
         return EXIT_OK
-    which = "dead or failed-pending" if args.failed else "dead"
+    which = "succeeded or dead" if args.since_id is not None else "dead"
+    which = f"{which} or failed-pending" if args.failed else which
+    where = f"table {ref.label}" if args.group == DEFAULT_GROUP else f"table {ref.label} (group {args.group!r})"
     verb, after = ("would requeue", "; nothing was changed (--dry-run)") if args.dry_run else ("requeued", "")
     if not ids:
-        what = (
-            f"table {ref.label} has no dead events"
-            if args.all_dead
-            else f"no {which} event in table {ref.label} matched"
-        )
+        what = f"{where} has no dead events" if args.all_dead else f"no {which} event in {where} matched"
         out.write(f"{verb} 0 events: {what}{after}\n")
         return EXIT_OK
     if trigger is not None and not args.dry_run:
         after = f"; servers on channel {trigger.channel!r} were notified"
-    out.write(f"{verb} {plural(len(ids), which + ' event')} in table {ref.label} ({id_list(ids)}){after}\n")
+    out.write(f"{verb} {plural(len(ids), which + ' event')} in {where} ({id_list(ids)}){after}\n")
     return EXIT_OK

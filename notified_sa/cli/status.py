@@ -14,9 +14,10 @@ from sqlalchemy import Connection, Table
 from sqlalchemy import exc as sa_exc
 
 from notified_sa import queries
-from notified_sa.admin import table_status
+from notified_sa.admin import list_events, table_status
 from notified_sa.errors import SchemaError
 from notified_sa.models import EventStatus
+from notified_sa.schema import DEFAULT_GROUP
 
 from ._db import (
     TableRef,
@@ -52,7 +53,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description="Show each events table: counts by state and by event name, the age of the oldest due pending "
         "event, dead events, its notify trigger and channel, and pg_notification_queue_usage(). Default: the table "
         "NOTIFIED_EVENTS_TABLE_NAME / NOTIFIED_EVENTS_SCHEMA name if set, else every table with a notified-sa "
-        "trigger, plus events if it exists.",
+        "trigger, plus events if it exists. A table with subscriber groups also gets one line per group: its "
+        "counts, its lag (the age of the oldest event it has not handled yet) and its servers.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -80,11 +82,20 @@ def _tables_to_show(conn: Connection, given: list[str] | None) -> tuple[list[Tab
 
 def _status_data(conn: Connection, label: str, table: Table) -> dict[str, Any]:
     st = table_status(conn, table)
-    stmts = queries.EventStatements(table)
-    dead = stmts.list_events(statuses=[EventStatus.DEAD.value], newest_first=False, limit=10)
-    dead_ids = [int(r.id) for r in conn.execute(dead)]
+    dead = list_events(conn, table, statuses=[EventStatus.DEAD.value], newest_first=False, limit=10)
+    dead_ids = [int(event["id"]) for event in dead]
     by_status = {s: st.by_status.get(s, 0) for s in _STATUSES}
     trigger = st.trigger
+    groups = [
+        {
+            "group": g.name,
+            "start_from": g.start_from,
+            "by_status": {s: g.by_status.get(s, 0) for s in _STATUSES},
+            "lag_seconds": g.oldest_pending_age_seconds,
+            "servers": sorted(g.servers),
+        }
+        for g in st.groups.values()
+    ]
     return {
         "table": label,
         "total": sum(by_status.values()),
@@ -95,6 +106,7 @@ def _status_data(conn: Connection, label: str, table: Table) -> dict[str, Any]:
         "dead_ids": dead_ids,
         "trigger": None if trigger is None else {"channel": trigger.channel, "for_each": trigger.for_each},
         "notification_queue_usage": st.notification_queue_usage,
+        "groups": groups,
         "error": None,
         "error_kind": None,
     }
@@ -172,4 +184,22 @@ def _print_status(report: Mapping[str, Any], out: TextIO) -> None:
     if report["by_name"]:
         rows = [[name, *(by.get(s, 0) for s in _STATUSES)] for name, by in sorted(report["by_name"].items())]
         out.write("  by event name:\n" + render_table(["name", *_STATUSES], rows, indent="    ") + "\n")
+    _print_groups(report["groups"], out)
     out.write("\n")
+
+
+def _print_groups(groups: list[Mapping[str, Any]], out: TextIO) -> None:
+    """Every subscriber group's counts, lag and servers (only when the table has a named group)."""
+    if not any(g["group"] != DEFAULT_GROUP for g in groups):
+        return
+    rows = [
+        [
+            g["group"],
+            *(g["by_status"][s] for s in _STATUSES),
+            "-" if g["lag_seconds"] is None else age(g["lag_seconds"]),
+            len(g["servers"]),
+        ]
+        for g in groups
+    ]
+    headers = ["group", *_STATUSES, "lag", "servers"]
+    out.write("  subscriber groups:\n" + render_table(headers, rows, indent="    ") + "\n")

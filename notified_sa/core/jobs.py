@@ -284,6 +284,7 @@ class JobRun:
     def _record_json(self, status: EventStatus, delay: float, error: str | None) -> dict[str, Any]:
         record: dict[str, Any] = {
             "id": self.job.event_id,
+            "name": self.job.name,
             "attempt": self.job.attempt,
             "status": status.value,
             "results": self._results,
@@ -333,6 +334,7 @@ class JobRun:
         error = clean_text(f"notified-sa: {why}")
         record: dict[str, Any] = {
             "id": job.event_id,
+            "name": job.name,
             "attempt": job.attempt,
             "status": status.value,
             "results": {},

@@ -12,7 +12,7 @@ only executes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -48,6 +48,15 @@ class Delivery(Protocol):
     def durable(self) -> bool:
         """True when outcomes are recorded and claims are leased (the table has the delivery columns)."""
 
+    def start(self) -> list[Op[Any]]:
+        """What to run once before the first claim (create the group, its cursors, register this server)."""
+
+    def sync(self) -> list[Op[Any]]:
+        """What to run before the next claim because handlers were registered meanwhile (often nothing)."""
+
+    def stopping(self) -> Op[None] | None:
+        """What to run as the server stops (after its claims were given back)."""
+
     def accept(self, notes: Sequence[Notification]) -> bool:
         """Take in notifications (counting and logging odd ones); True if it is time to claim."""
 
@@ -57,13 +66,19 @@ class Delivery(Protocol):
     def claim(self, limit: int) -> Op[list[Job]] | None:
         """Claim up to ``limit`` events; None when there is nothing to ask the database."""
 
+    def more(self, limit: int) -> bool:
+        """After a claim for ``limit`` events: whether more may wait (claim again at once)."""
+
+    def deferred(self) -> list[float]:
+        """Seconds until the events the last claim deferred (not due yet) fall due; each is reported once."""
+
     def refused(self, exc: BaseException) -> None:
         """The database refused the last claim (not a connection problem)."""
 
-    def complete(self, outcomes: Sequence[Outcome]) -> Op[set[Any]] | None:
-        """Write outcomes; the Op reads back the ids written. None when outcomes are not recorded."""
+    def complete(self, outcomes: Sequence[Outcome]) -> Op[dict[Any, str]] | None:
+        """Write outcomes; the Op reads back the ids written and their status. None when not recorded."""
 
-    def written(self, outcomes: Sequence[Outcome], written: set[Any]) -> list[float]:
+    def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         """Account for written outcomes (counters, logs); return the delays of the retries they scheduled."""
 
     def unrecorded(self, outcome: Outcome) -> None:

@@ -1,18 +1,21 @@
-"""Durable delivery: claims, leases, retries and outcomes stored in the events table.
+"""Durable delivery: a subscriber group's claims, leases, retries and outcomes, from an EventMixin table.
 
-The table is the truth; a notification, whatever its payload, only says "look now". Claims are one
-``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) RETURNING ...`` statement; outcomes are
-written in batches with a fencing check (only rows still leased to this server for the same attempt). Every claimed
-row becomes a job, even one the claim cannot make sense of (that row's job fails, saying why), so no claimed event
-is ever left without an outcome.
+The table is the truth; a notification, whatever its payload, only says "look now". The group's cursors say
+which events it has taken (notified_sa/queries/delivery.py explains how, and why a late commit is never skipped);
+a claim is one statement that takes due retries and new events and records them as one lease; outcomes are
+written in batches, fenced by their lease. Every claimed row becomes a job, even one the claim cannot make sense
+of (that row's job fails, saying why), so no claimed event is ever left without an outcome.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import BigInteger, Column, Integer
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 from notified_sa.binding import TableBinding
@@ -22,14 +25,26 @@ from notified_sa.core.jobs import Job, Outcome, safe_repr
 from notified_sa.core.stats import Stats
 from notified_sa.drivers import Notification
 from notified_sa.models import EventStatus
-from notified_sa.queries import EventStatements
+from notified_sa.queries.delivery import DeliveryStatements
+from notified_sa.schema import DEFAULT_GROUP
 
 from . import Op
 from .fast import BadRow, FastStatement
 
-__all__ = ["DurableDelivery", "log_bad_notification"]
+__all__ = ["DurableDelivery", "GroupSettings", "log_bad_notification"]
 
 logger = logging.getLogger("notified_sa.server")
+
+
+#: Claim a deferred event this long after the database says it falls due, so the claim never comes a hair early.
+_DUE_MARGIN = 0.01
+
+
+def _lease_of(item: dict[str, Any] | BadRow) -> Any:
+    return (item.values if isinstance(item, BadRow) else item).get("_nsa_lease")
+
+
+_EXTRAS = (Column("_nsa_attempt", Integer), Column("_nsa_done", JSONB), Column("_nsa_lease", BigInteger))
 
 
 def log_bad_notification(stats: Stats, note: Notification, why: str) -> None:
@@ -44,20 +59,43 @@ def log_bad_notification(stats: Stats, note: Notification, why: str) -> None:
     )
 
 
-def done_handlers(results: Any) -> set[str]:
-    """Keys of the handlers that already succeeded, from an event's ``results``; ValueError if it is malformed."""
+def done_handlers(results: Any, column: str = "results") -> set[str]:
+    """Keys of the handlers that already succeeded, from a results object; ValueError if it is malformed."""
     if results is None:
         return set()
     if not isinstance(results, dict):
         raise ValueError(
-            f"its results column holds {type(results).__name__} {safe_repr(results, 100)}, not a JSON object; "
+            f"its {column} column holds {type(results).__name__} {safe_repr(results, 100)}, not a JSON object; "
             "set it to '{}' (results are written by notified-sa)"
         )
     return {key for key, value in results.items() if isinstance(value, dict) and value.get("status") == "success"}
 
 
+class GroupSettings:
+    """What a durable delivery needs to know about its server: group, owner and timings."""
+
+    def __init__(
+        self,
+        *,
+        group: str,
+        start_from: str,
+        owner: str,
+        channel: str,
+        lease_seconds: float,
+        max_attempts: int,
+        handler_grace: float,
+    ) -> None:
+        self.group = group
+        self.start_from = start_from
+        self.owner = owner
+        self.channel = channel
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.handler_grace = handler_grace
+
+
 class DurableDelivery:
-    """Delivery from a table with the delivery columns (see the module docstring)."""
+    """Delivery to one subscriber group from a table with the delivery columns (see the module docstring)."""
 
     durable = True
 
@@ -65,32 +103,74 @@ class DurableDelivery:
         self,
         binding: TableBinding,
         registry: HandlerRegistry,
+        settings: GroupSettings,
         *,
-        channel: str,
-        owner: str,
-        lease_seconds: float,
-        max_attempts: int,
         stats: Stats,
         dialect: Dialect,
     ) -> None:
-        statements = binding.statements
-        if statements is None:
-            raise ValueError(f"the table {binding.label} has no delivery columns")
+        tables = binding.tables
+        if tables is None:
+            raise ValueError(f"the table {binding.label} has no delivery tables")
         self.binding = binding
-        self.statements: EventStatements = statements
+        self.settings = settings
+        self.default = settings.group == DEFAULT_GROUP
+        self.statements = DeliveryStatements(binding.table, binding.id_column, tables, default=self.default)
         self._registry = registry
-        self._channel = channel
-        self._owner = owner
-        self._lease_seconds = lease_seconds
-        self._max_attempts = max_attempts
         self._stats = stats
         self._id_key = binding.id_key
         self._build = binding.instance_builder()
-        self.claim_fast = FastStatement(statements.claim, dialect, binding.table.c)
-        self.complete_fast = FastStatement(statements.complete, dialect)
+        self._synced: Mapping[str, Any] | None = None
+        self._looked_at = 0  # rows the last claim returned, passed-over ones included
+        self._deferred: list[float] = []  # seconds until events the last claim deferred fall due
+        self.claim_fast = FastStatement(self.statements.claim, dialect, [*binding.table.c, *_EXTRAS])
+        self.complete_fast = FastStatement(self.statements.complete, dialect)
+
+    # ------------------------------------------------------------------ start and registrations
+
+    def start(self) -> list[Op[Any]]:
+        """Create the group if it is new (from ``start_from``), then :meth:`sync`."""
+        params = {"group": self.settings.group, "start_from": self.settings.start_from}
+        return [Op(self.statements.ensure_group, params, self._group_row), *self.sync(force=True)]
+
+    def _group_row(self, rows: list[Any]) -> None:
+        if rows and rows[0][3]:
+            logger.info(
+                "subscriber group %r created on %s, starting from %s",
+                self.settings.group,
+                self.binding.label,
+                rows[0][1],
+                extra={"group": self.settings.group, "start_from": rows[0][1]},
+            )
+
+    def sync(self, force: bool = False) -> list[Op[Any]]:
+        """The statements that record this server's handlers (and a cursor per new name), when they changed."""
+        current = self._registry.current
+        if current is self._synced and not force:
+            return []
+        handlers = {name: [spec.key for spec in specs] for name, specs in current.items()}
+        names = sorted(handlers)
+
+        def synced(rows: list[Any]) -> None:
+            self._synced = current
+
+        base = {"group": self.settings.group}
+        return [
+            Op(self.statements.ensure_cursors, {**base, "names": names}, _nothing),
+            Op(
+                self.statements.register,
+                {**base, "owner": self.settings.owner, "handlers": json.dumps(handlers)},
+                synced,
+            ),
+        ]
+
+    def stopping(self) -> Op[None]:
+        """Say this server stopped: the group no longer waits for handlers only it registers."""
+        return Op(self.statements.stopped, {"owner": self.settings.owner}, _nothing)
+
+    # ------------------------------------------------------------------ notifications
 
     def accept(self, notes: Sequence[Notification]) -> bool:
-        mine = [note for note in notes if note.channel == self._channel]
+        mine = [note for note in notes if note.channel == self.settings.channel]
         if not mine:
             return False
         self._stats.add("notifications", len(mine))
@@ -102,50 +182,103 @@ class DurableDelivery:
     def waiting(self) -> int:
         return 0
 
+    # ------------------------------------------------------------------ claims
+
     def claim(self, limit: int) -> Op[list[Job]] | None:
-        names = self._registry.names()
-        if not names:
+        current = self._registry.current
+        if not current:
             return None
-        params = {"names": names, "limit": limit, "owner": self._owner, "lease_seconds": self._lease_seconds}
+        mine = {name: [spec.key for spec in specs] for name, specs in current.items()}
+        s = self.settings
+        params = {
+            "group": s.group,
+            "names": sorted(mine),
+            "limit": limit,
+            "owner": s.owner,
+            "lease_seconds": s.lease_seconds,
+            "grace": s.handler_grace,
+            "mine": json.dumps(mine),
+        }
         return Op(self.statements.claim, params, self._jobs, mappings=True, fast=self.claim_fast)
 
+    def more(self, limit: int) -> bool:
+        return self._looked_at >= limit
+
+    def deferred(self) -> list[float]:
+        delays, self._deferred = self._deferred, []
+        return delays
+
     def _jobs(self, rows: list[dict[str, Any] | BadRow]) -> list[Job]:
-        id_key = self._id_key
         handlers = self._registry.current
-        jobs = []
-        for item in rows:
-            problem = None
-            if isinstance(item, BadRow):
-                row = item.values
-                problem = f"event {row[id_key]} cannot be handled: {item.error}"
-            else:
-                row = item
-            event_id, name, attempt = row[id_key], row["name"], row["attempts"]
-            try:
-                done = done_handlers(row["results"])
-            except ValueError as exc:
-                done, problem = set(), f"event {event_id} cannot be handled: {exc}"
-            todo = tuple(spec for spec in handlers.get(name, ()) if spec.key not in done)
-            jobs.append(Job(event_id, name, attempt, todo, row, self._build, problem))
-        jobs.sort(key=lambda job: job.event_id)  # RETURNING has no order; hand them out oldest first
+        self._looked_at = len(rows)
+        # A row without a lease was passed over, already decided or not due yet (see DeliveryStatements._claim).
+        leased = [item for item in rows if _lease_of(item) is not None]
+        if len(leased) < len(rows):
+            self._stats.add("passed_over", len(rows) - len(leased))
+            for item in rows:
+                extra = (item.values if isinstance(item, BadRow) else item).get("_nsa_done")
+                due_in = extra.get("due_in") if isinstance(extra, dict) else None
+                if _lease_of(item) is None and isinstance(due_in, (int, float)):
+                    self._deferred.append(max(0.0, float(due_in)) + _DUE_MARGIN)
+        jobs = [self._job(item, handlers) for item in leased]
         self._stats.add("claimed", len(jobs))
         return jobs
 
-    def complete(self, outcomes: Sequence[Outcome]) -> Op[set[Any]]:
-        params = {"batch": "[" + ",".join(o.record for o in outcomes) + "]", "owner": self._owner}
-        return Op(self.statements.complete, params, _first_column_set, fast=self.complete_fast)
+    def _job(self, item: dict[str, Any] | BadRow, handlers: Mapping[str, Any]) -> Job:
+        problem = None
+        if isinstance(item, BadRow):
+            row = item.values
+            problem = f"event {row[self._id_key]} cannot be handled: {item.error}"
+        else:
+            row = item
+        event_id, name = row[self._id_key], row["name"]
+        attempt, done_results, lease = row.pop("_nsa_attempt"), row.pop("_nsa_done"), row.pop("_nsa_lease")
+        try:
+            if self.default:
+                done_handlers(row.get("results"))  # the default group's record must be an object to merge into
+            done = done_handlers(done_results)
+        except ValueError as exc:
+            done, problem = set(), problem or f"event {event_id} cannot be handled: {exc}"
+        row["attempts"] = attempt  # what the handler sees: this attempt, running under a lease
+        row["status"] = EventStatus.RUNNING
+        todo = tuple(spec for spec in handlers.get(name, ()) if spec.key not in done)
+        return Job(event_id, name, attempt, todo, row, self._build, problem, lease)
 
-    def written(self, outcomes: Sequence[Outcome], written: set[Any]) -> list[float]:
+    # ------------------------------------------------------------------ outcomes
+
+    def complete(self, outcomes: Sequence[Outcome]) -> Op[dict[Any, str]]:
+        s = self.settings
+        params = {
+            "batch": "[" + ",".join(o.record for o in outcomes) + "]",
+            "owner": s.owner,
+            "group": s.group,
+            "grace": s.handler_grace,
+            "channel": s.channel,
+        }
+        return Op(self.statements.complete, params, _statuses, fast=self.complete_fast)
+
+    def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         delays: list[float] = []
-        counts = {"succeeded": 0, "dead": 0, "retried": 0, "lost_leases": 0}
+        counts = dict.fromkeys(("succeeded", "dead", "retried", "lost_leases", "handed_over"), 0)
         for outcome in outcomes:
             extra = {"event_id": outcome.event_id, "event_name": outcome.name, "attempt": outcome.attempt}
-            if outcome.event_id not in written:
+            status = written.get(outcome.event_id)
+            if status is None:
                 counts["lost_leases"] += 1
                 logger.warning(
                     "the lease on event %s was lost before its outcome was written (it expired and another server "
                     "took the event, or it was requeued); the event is or will be handled again",
                     outcome.event_id,
+                    extra=extra,
+                )
+            elif status == "waiting":
+                counts["handed_over"] += 1
+                logger.info(
+                    "event %s (%s): this server's handlers succeeded; it waits for handlers other servers of group "
+                    "%r register",
+                    outcome.event_id,
+                    outcome.name,
+                    self.settings.group,
                     extra=extra,
                 )
             elif outcome.status is EventStatus.SUCCEEDED:
@@ -178,35 +311,41 @@ class DurableDelivery:
     def unrecorded(self, outcome: Outcome) -> None:  # every outcome is recorded here
         raise AssertionError("durable delivery records every outcome")
 
+    # ------------------------------------------------------------------ leases
+
     def renew(self, ids: Sequence[Any], leases: set[Any]) -> Op[None] | None:
-        if not ids:
-            return None
-        params = {"ids": list(ids), "owner": self._owner, "lease_seconds": self._lease_seconds}
+        held = sorted(lease for lease in leases if lease is not None)
+        s = self.settings
+        params = {"owner": s.owner, "group": s.group, "lease_seconds": s.lease_seconds, "leases": held}
         return Op(self.statements.renew, params, _nothing)
 
     def release(self, ids: Sequence[Any]) -> Op[list[Any]] | None:
         if not ids:
             return None
-        return Op(self.statements.release, {"ids": list(ids), "owner": self._owner}, _first_column_list)
+        s = self.settings
+        params = {"owner": s.owner, "group": s.group, "ids": list(ids), "channel": s.channel}
+        return Op(self.statements.release, params, _first_column_list)
 
     def reap(self) -> Op[list[Any]]:
-        return Op(self.statements.reap, {"max_attempts": self._max_attempts}, self._reaped)
+        params = {"group": self.settings.group, "max_attempts": self.settings.max_attempts}
+        return Op(self.statements.reap, params, self._reaped)
 
     def _reaped(self, rows: list[Any]) -> list[Any]:
         if rows:
             self._stats.add("reaped", len(rows))
             for row in rows:
                 logger.warning(
-                    "event %s had an expired lease (its server stopped or hung); it is %s again",
+                    "event %s (%s) had an expired lease (its server stopped or hung); it is %s again",
                     row[0],
+                    row[1],
                     row[2],
                     extra={"event_id": row[0], "event_name": row[1], "status": str(row[2])},
                 )
         return [row[0] for row in rows]
 
 
-def _first_column_set(rows: list[Any]) -> set[Any]:
-    return {row[0] for row in rows}
+def _statuses(rows: list[Any]) -> dict[Any, str]:
+    return {row[0]: row[1] for row in rows}
 
 
 def _first_column_list(rows: list[Any]) -> list[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -57,6 +57,15 @@ class NotifyOnlyDelivery:
         self._build = binding.instance_builder()
         self._one_at_a_time = False
 
+    def start(self) -> list[Op[Any]]:
+        return []
+
+    def sync(self) -> list[Op[Any]]:
+        return []
+
+    def stopping(self) -> None:
+        return None
+
     def accept(self, notes: Sequence[Notification]) -> bool:
         mine = [note for note in notes if note.channel == self._channel]
         if not mine:
@@ -77,6 +86,12 @@ class NotifyOnlyDelivery:
 
     def waiting(self) -> int:
         return len(self._ids)
+
+    def more(self, limit: int) -> bool:
+        return self.waiting() > 0
+
+    def deferred(self) -> list[float]:
+        return []
 
     def claim(self, limit: int) -> Op[list[Job]] | None:
         if self._one_at_a_time:
@@ -142,7 +157,7 @@ class NotifyOnlyDelivery:
     def complete(self, outcomes: Sequence[Outcome]) -> None:
         return None
 
-    def written(self, outcomes: Sequence[Outcome], written: set[Any]) -> list[float]:
+    def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         return []
 
     def unrecorded(self, outcome: Outcome) -> None:

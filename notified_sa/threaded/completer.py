@@ -43,8 +43,8 @@ class Completer:
 
     def __init__(
         self,
-        write: Callable[[list[Outcome]], set[Any]],
-        on_written: Callable[[list[Outcome], set[Any]], None],
+        write: Callable[[list[Outcome]], dict[Any, str]],
+        on_written: Callable[[list[Outcome], dict[Any, str]], None],
         supervisor: Supervisor,
         *,
         max_batch: int = 1000,
@@ -164,7 +164,7 @@ class Completer:
         _faults.point("completer.on_written")
         self._on_written(batch, written)
 
-    def _write_refusal(self, outcome: Outcome, exc: BaseException) -> set[Any]:
+    def _write_refusal(self, outcome: Outcome, exc: BaseException) -> dict[Any, str]:
         """PostgreSQL refused this outcome's data: record the refusal instead of the results."""
         record = json.loads(outcome.record)
         note = clean_text(f"outcome could not be stored: {first_line(exc)}")
@@ -196,4 +196,4 @@ class Completer:
                 first_line(again),
                 extra={"event_id": outcome.event_id},
             )
-            return set()
+            return {}

@@ -181,6 +181,12 @@ class Dispatcher:
             limit = self.dispatch.claim_size(now, self.free())
         if not limit:
             return
+        try:
+            for sync_op in self.delivery.sync():
+                self.conn.run(sync_op)
+        except sa_exc.DBAPIError as exc:
+            self._claim_failed(now, exc)
+            return
         op = self.delivery.claim(limit)
         if op is None:
             with self.lock:
@@ -192,8 +198,11 @@ class Dispatcher:
             self._claim_failed(now, exc)
             return
         _faults.point("dispatcher.claim")
-        more = None if self.delivery.durable else self.delivery.waiting() > 0
+        more = self.delivery.more(limit)
+        deferred = self.delivery.deferred()
         with self.lock:
+            for delay in deferred:
+                self.dispatch.retry_at(now + delay)
             for job in jobs:
                 self.book.hold(job.event_id, job.lease)
             self.dispatch.claimed(len(jobs), limit, more=more)

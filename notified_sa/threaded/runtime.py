@@ -36,7 +36,7 @@ from notified_sa.core.leases import LeaseBook
 from notified_sa.core.policy import DeliveryPolicy
 from notified_sa.core.stats import Stats
 from notified_sa.delivery import Delivery
-from notified_sa.delivery.durable import DurableDelivery
+from notified_sa.delivery.durable import DurableDelivery, GroupSettings
 from notified_sa.delivery.notify_only import NotifyOnlyDelivery
 
 from .completer import Completer
@@ -89,6 +89,8 @@ class ThreadedRuntime:
         registry: HandlerRegistry,
         binding: TableBinding,
         owner: str,
+        group: str,
+        start_from: str,
         stats: Stats,
         on_crash: Callable[[str, BaseException], None],
         ready: threading.Event,
@@ -110,16 +112,16 @@ class ThreadedRuntime:
         self.complete_conn = DedicatedConnection(engine, "notified-sa completer", prepare=prepare)
         self.delivery: Delivery
         if durable:
-            self.delivery = DurableDelivery(
-                binding,
-                registry,
-                channel=channel,
+            settings = GroupSettings(
+                group=group,
+                start_from=start_from,
                 owner=owner,
+                channel=channel,
                 lease_seconds=config.lease_seconds,
                 max_attempts=config.max_attempts,
-                stats=stats,
-                dialect=engine.dialect,
+                handler_grace=config.handler_grace,
             )
+            self.delivery = DurableDelivery(binding, registry, settings, stats=stats, dialect=engine.dialect)
         else:
             self.delivery = NotifyOnlyDelivery(binding, registry, channel=channel, stats=stats, dialect=engine.dialect)
         self.pool = WorkerPool(config.pool_size, self._run, self.supervisor)
@@ -154,6 +156,8 @@ class ThreadedRuntime:
             self.pool.start()
             if self.completer is not None:
                 self.completer.start()
+            for start_op in self.delivery.start():
+                self.dispatch_conn.run(start_op)
             if self.listener is not None:
                 self.listener.open()
                 self.dispatch.listener_opened()
@@ -188,11 +192,11 @@ class ThreadedRuntime:
 
     # ------------------------------------------------------------------ in the completer thread
 
-    def _write(self, outcomes: list[Outcome]) -> set[Any]:
+    def _write(self, outcomes: list[Outcome]) -> dict[Any, str]:
         op = self.delivery.complete(outcomes)
-        return set() if op is None else set(self.complete_conn.run(op))
+        return {} if op is None else dict(self.complete_conn.run(op))
 
-    def _on_written(self, outcomes: list[Outcome], written: set[Any]) -> None:
+    def _on_written(self, outcomes: list[Outcome], written: dict[Any, str]) -> None:
         delays = self.delivery.written(outcomes, written)
         now = time.monotonic()
         with self.lock:
@@ -268,8 +272,18 @@ class ThreadedRuntime:
             with self.lock:
                 left = [event_id for event_id in self.book.ids() if event_id not in stuck]
             self.release(left, "could not be finished (a worker or the completer failed)")
+            self._say_stopped()
         finally:
             self.close()
+
+    def _say_stopped(self) -> None:
+        op = self.delivery.stopping()
+        if op is None:
+            return
+        try:
+            self.dispatch_conn.run(op)
+        except sa_exc.DBAPIError as exc:
+            logger.info("could not record that this server stopped: %s", first_line(exc))
 
     def close(self) -> None:
         """Close every connection and socket (idempotent)."""

@@ -1,0 +1,149 @@
+"""``op.upgrade_events_table()``: bring an existing events table to the current notified-sa schema, in one step.
+
+It inspects the table, so it runs online only (``alembic upgrade``, not ``--sql``), and does what is missing:
+
+* adds the delivery columns the table lacks (a seed table of ``notified`` 0.1.0 has only ``id`` and ``name``),
+  each with its server default so existing rows are valid at once; ``txid`` is added as 0 for existing rows (they
+  come before every new event, in id order) and then defaults to the publishing transaction's id;
+* for a table that had no ``status`` column, records its existing rows as ``existing_status`` (default
+  ``"succeeded"``: their notifications were sent when they were inserted, so they are history, not work; pass
+  ``"pending"`` to have them delivered);
+* for a table of notified-sa 0.x, returns rows left ``running`` to ``pending`` (their leases go with the lease
+  columns) and drops the columns and indexes the current delivery no longer uses;
+* creates the claim index ``(name, txid, id)`` and the delivery tables (``<table>__groups`` and the others).
+
+Rows already ``succeeded`` or ``dead`` are passed over by the default group (the ``passed_over`` counter);
+pending ones are delivered. Running it twice does nothing the second time. The notify trigger is not touched:
+``op.create_notify_trigger()`` installs or replaces it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from alembic.operations import MigrateOperation, Operations
+from sqlalchemy import Column, Connection, Table, inspect, text
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from notified_sa._identifiers import check_identifier, derived_name, qualified, quote_ident
+from notified_sa.errors import SchemaError
+from notified_sa.models import DELIVERY_COLUMNS, RETIRED_COLUMNS, EventMixin, EventStatus
+from notified_sa.schema import TXID_DEFAULT, delivery_tables
+
+__all__ = ["UpgradeEventsTableOp"]
+
+ExistingStatus = Literal["succeeded", "pending"]
+
+
+@Operations.register_operation("upgrade_events_table")
+class UpgradeEventsTableOp(MigrateOperation):
+    """Upgrade an events table in place: ``op.upgrade_events_table("events")`` (see :mod:`alembic_ext.upgrade`)."""
+
+    def __init__(
+        self, table_name: str, *, schema: str | None = None, existing_status: ExistingStatus = "succeeded"
+    ) -> None:
+        check_identifier(table_name, "table name")
+        if schema is not None:
+            check_identifier(schema, "schema name")
+        if existing_status not in ("succeeded", "pending"):
+            raise ValueError(f"existing_status must be 'succeeded' or 'pending', got {existing_status!r}")
+        #: The table to upgrade, its schema, and the status given to existing rows of a table without one.
+        self.table_name, self.schema, self.existing_status = table_name, schema, existing_status
+
+    @classmethod
+    def upgrade_events_table(
+        cls,
+        operations: Operations,
+        table_name: str,
+        *,
+        schema: str | None = None,
+        existing_status: ExistingStatus = "succeeded",
+    ) -> None:
+        """Bring ``table_name`` to the current schema (columns, index, delivery tables); see the module doc."""
+        operations.invoke(cls(table_name, schema=schema, existing_status=existing_status))
+
+    def __repr__(self) -> str:
+        return f"UpgradeEventsTableOp({self.table_name!r}, schema={self.schema!r})"
+
+
+def _shape(table_name: str, schema: str | None) -> Table:
+    """The table an EventMixin model of this name declares (its delivery tables on the same MetaData)."""
+
+    class _Base(DeclarativeBase):
+        pass
+
+    attrs: dict[str, Any] = {"__tablename__": table_name, "__table_args__": {"schema": schema}}
+    model: Any = type("_UpgradeShape", (EventMixin, _Base), attrs)
+    table: Table = model.__table__
+    return table
+
+
+def _column(template: Column[Any], server_default: Any = None) -> Column[Any]:
+    default = server_default if server_default is not None else template.server_default
+    arg = getattr(default, "arg", default)
+    return Column(template.name, template.type, nullable=template.nullable, server_default=arg)
+
+
+def upgrade_statements(conn: Connection, op: UpgradeEventsTableOp) -> list[Any]:
+    """What the upgrade of ``op``'s table runs on ``conn``'s database, in order (empty when it is up to date)."""
+    name, schema = op.table_name, op.schema
+    label = qualified(name, schema)
+    insp = inspect(conn)
+    if not insp.has_table(name, schema=schema):
+        raise SchemaError(f"the events table {label} does not exist; op.upgrade_events_table upgrades a table")
+    present = {c["name"] for c in insp.get_columns(name, schema=schema)}
+    if not {"id", "name"} <= present:
+        raise SchemaError(f"the events table {label} needs an id and a name column to be upgraded")
+    shape = _shape(name, schema)
+    target = label
+    out: list[Any] = []
+    had_status = "status" in present
+    for col in DELIVERY_COLUMNS:
+        if col in present:
+            continue
+        if col == "txid":
+            out.append(("add_column", _column(shape.c.txid, text("0"))))
+            out.append(text(f"ALTER TABLE {target} ALTER COLUMN txid SET DEFAULT {TXID_DEFAULT}"))
+        else:
+            out.append(("add_column", _column(shape.c[col])))
+    if not had_status:
+        allowed = ", ".join(f"'{s.value}'" for s in EventStatus)
+        check = quote_ident(derived_name("ck_", name, "_status"))
+        out.append(text(f"ALTER TABLE {target} ADD CONSTRAINT {check} CHECK (status IN ({allowed}))"))
+        if op.existing_status != "pending":
+            out.append(text(f"UPDATE {target} SET status = :status").bindparams(status=op.existing_status))
+    elif "lease_owner" in present:  # 0.x: rows it left running lose their lease with the column
+        out.append(text(f"UPDATE {target} SET status = 'pending' WHERE status = 'running'"))
+    indexes = {ix["name"] for ix in insp.get_indexes(name, schema=schema)}
+    for retired in (derived_name("ix_", name, "_pending"), derived_name("ix_", name, "_running_lease")):
+        if retired in indexes:
+            out.append(text(f"DROP INDEX {qualified(retired, schema)}"))
+    if derived_name("ix_", name, "_name") in indexes:  # 0.x indexed name alone; the claim index leads with it
+        out.append(text(f"DROP INDEX {qualified(derived_name('ix_', name, '_name'), schema)}"))
+    for retired_column in RETIRED_COLUMNS:
+        if retired_column in present:
+            out.append(text(f"ALTER TABLE {target} DROP COLUMN {quote_ident(retired_column)}"))
+    for index in shape.indexes:
+        if index.name not in indexes:
+            out.append(CreateIndex(index))
+    for table in delivery_tables(shape, shape.metadata).all():
+        if not insp.has_table(table.name, schema=schema):
+            out.append(CreateTable(table))
+            out.extend(CreateIndex(ix) for ix in table.indexes)
+    return out
+
+
+@Operations.implementation_for(UpgradeEventsTableOp)
+def upgrade_events_table(operations: Operations, operation: UpgradeEventsTableOp) -> None:
+    """Inspect the table and run what its upgrade needs (online only)."""
+    if operations.migration_context.as_sql:
+        raise SchemaError(
+            "op.upgrade_events_table inspects the table, so it cannot run in offline mode (alembic upgrade --sql); "
+            "run the migration online, or write the operations autogenerate produces for an EventMixin model"
+        )
+    for step in upgrade_statements(operations.get_bind(), operation):
+        if isinstance(step, tuple):
+            operations.add_column(operation.table_name, step[1], schema=operation.schema)
+        else:
+            operations.execute(step)

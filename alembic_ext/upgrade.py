@@ -22,13 +22,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from alembic.operations import MigrateOperation, Operations
-from sqlalchemy import Column, Connection, Table, inspect, text
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import Column, Connection, inspect, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from notified_sa._identifiers import check_identifier, derived_name, qualified, quote_ident
 from notified_sa.errors import SchemaError
-from notified_sa.models import DELIVERY_COLUMNS, RETIRED_COLUMNS, EventMixin, EventStatus
+from notified_sa.models import DELIVERY_COLUMNS, RETIRED_COLUMNS, EventStatus, event_table_shape
 from notified_sa.schema import TXID_DEFAULT, delivery_tables
 
 __all__ = ["UpgradeEventsTableOp"]
@@ -67,18 +66,6 @@ class UpgradeEventsTableOp(MigrateOperation):
         return f"UpgradeEventsTableOp({self.table_name!r}, schema={self.schema!r})"
 
 
-def _shape(table_name: str, schema: str | None) -> Table:
-    """The table an EventMixin model of this name declares (its delivery tables on the same MetaData)."""
-
-    class _Base(DeclarativeBase):
-        pass
-
-    attrs: dict[str, Any] = {"__tablename__": table_name, "__table_args__": {"schema": schema}}
-    model: Any = type("_UpgradeShape", (EventMixin, _Base), attrs)
-    table: Table = model.__table__
-    return table
-
-
 def _column(template: Column[Any], server_default: Any = None) -> Column[Any]:
     default = server_default if server_default is not None else template.server_default
     arg = getattr(default, "arg", default)
@@ -95,7 +82,7 @@ def upgrade_statements(conn: Connection, op: UpgradeEventsTableOp) -> list[Any]:
     present = {c["name"] for c in insp.get_columns(name, schema=schema)}
     if not {"id", "name"} <= present:
         raise SchemaError(f"the events table {label} needs an id and a name column to be upgraded")
-    shape = _shape(name, schema)
+    shape = event_table_shape(name, schema)
     target = label
     out: list[Any] = []
     had_status = "status" in present

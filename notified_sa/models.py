@@ -35,14 +35,22 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, Mapper, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 from sqlalchemy.sql.elements import conv
 
 from ._identifiers import check_channel, derived_name
 from .ddl import NotifyTrigger, notify_trigger_ddl, sqlalchemy_ddl
 from .schema import TXID_DEFAULT, delivery_tables
 
-__all__ = ["DELIVERY_COLUMNS", "RETIRED_COLUMNS", "TABLE_INFO_KEY", "EventMixin", "EventStatus", "notify_trigger_of"]
+__all__ = [
+    "DELIVERY_COLUMNS",
+    "RETIRED_COLUMNS",
+    "TABLE_INFO_KEY",
+    "EventMixin",
+    "EventStatus",
+    "event_table_shape",
+    "notify_trigger_of",
+]
 
 #: Key in ``Table.info`` under which the mixin records the table's notify trigger options.
 TABLE_INFO_KEY = "notified_sa"
@@ -149,6 +157,19 @@ class EventMixin:
             f"<{type(self).__name__} id={self.__dict__.get('id')!r} name={self.__dict__.get('name')!r} "
             f"status={self.__dict__.get('status')!s}>"
         )
+
+
+def event_table_shape(table_name: str, schema: str | None = None) -> Table:
+    """The table an EventMixin model named ``table_name`` declares (its delivery tables on the same MetaData),
+    built on a throwaway registry: what migrations and hints compare an existing table with."""
+
+    class _Base(DeclarativeBase):
+        pass
+
+    attrs: dict[str, Any] = {"__tablename__": table_name, "__table_args__": {"schema": schema}}
+    model: Any = type("_EventShape", (EventMixin, _Base), attrs)
+    table: Table = model.__table__
+    return table
 
 
 def notify_trigger_of(table: Table) -> NotifyTrigger | None:

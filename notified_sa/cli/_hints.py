@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Connection, Table, inspect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import Connection, inspect
 
-from notified_sa.models import DELIVERY_COLUMNS, EventMixin
+from notified_sa.models import DELIVERY_COLUMNS, event_table_shape
 
 from ._db import TableRef, tables_with_trigger
 
@@ -49,12 +47,7 @@ def add_column_ops(table_name: str, schema: str | None, columns: Sequence[str]) 
     from alembic.autogenerate import render_python_code
     from alembic.operations import ops
 
-    class _Base(DeclarativeBase):
-        pass
-
-    attrs: dict[str, Any] = {"__tablename__": table_name, "__table_args__": {"schema": schema}}
-    shape: Any = type("_EventShape", (EventMixin, _Base), attrs)
-    table: Table = shape.__table__
+    table = event_table_shape(table_name, schema)
     adds = [ops.AddColumnOp.from_column_and_tablename(schema, table_name, table.c[c]) for c in columns]
     code = render_python_code(ops.UpgradeOps([ops.ModifyTableOps(table_name, adds, schema=schema)]))
     return [line.strip() for line in code.splitlines() if line.strip().startswith("op.")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Integer
@@ -38,10 +39,6 @@ logger = logging.getLogger("notified_sa.server")
 
 #: Claim a deferred event this long after the database says it falls due, so the claim never comes a hair early.
 _DUE_MARGIN = 0.01
-
-
-def _lease_of(item: dict[str, Any] | BadRow) -> Any:
-    return (item.values if isinstance(item, BadRow) else item).get("_nsa_lease")
 
 
 _EXTRAS = (Column("_nsa_attempt", Integer), Column("_nsa_done", JSONB), Column("_nsa_lease", BigInteger))
@@ -71,27 +68,17 @@ def done_handlers(results: Any, column: str = "results") -> set[str]:
     return {key for key, value in results.items() if isinstance(value, dict) and value.get("status") == "success"}
 
 
+@dataclass(frozen=True, kw_only=True)
 class GroupSettings:
     """What a durable delivery needs to know about its server: group, owner and timings."""
 
-    def __init__(
-        self,
-        *,
-        group: str,
-        start_from: str,
-        owner: str,
-        channel: str,
-        lease_seconds: float,
-        max_attempts: int,
-        handler_grace: float,
-    ) -> None:
-        self.group = group
-        self.start_from = start_from
-        self.owner = owner
-        self.channel = channel
-        self.lease_seconds = lease_seconds
-        self.max_attempts = max_attempts
-        self.handler_grace = handler_grace
+    group: str
+    start_from: str
+    owner: str
+    channel: str
+    lease_seconds: float
+    max_attempts: int
+    handler_grace: float
 
 
 class DurableDelivery:
@@ -120,6 +107,8 @@ class DurableDelivery:
         self._id_key = binding.id_key
         self._build = binding.instance_builder()
         self._synced: Mapping[str, Any] | None = None
+        self._keys_of: Mapping[str, Any] | None = None  # the registry snapshot _keys was computed from
+        self._keys: tuple[list[str], str] = ([], "{}")
         self._looked_at = 0  # rows the last claim returned, passed-over ones included
         self._deferred: list[float] = []  # seconds until events the last claim deferred fall due
         self.claim_fast = FastStatement(self.statements.claim, dialect, [*binding.table.c, *_EXTRAS])
@@ -142,13 +131,20 @@ class DurableDelivery:
                 extra={"group": self.settings.group, "start_from": rows[0][1]},
             )
 
+    def _handler_keys(self, current: Mapping[str, Any]) -> tuple[list[str], str]:
+        """The event names of a registry snapshot and its ``{name: [handler key, ...]}`` as JSON, computed once
+        per snapshot (registrations make a new one), not on every claim."""
+        if current is not self._keys_of:
+            handlers = {name: [spec.key for spec in specs] for name, specs in current.items()}
+            self._keys, self._keys_of = (sorted(handlers), json.dumps(handlers)), current
+        return self._keys
+
     def sync(self, force: bool = False) -> list[Op[Any]]:
         """The statements that record this server's handlers (and a cursor per new name), when they changed."""
         current = self._registry.current
         if current is self._synced and not force:
             return []
-        handlers = {name: [spec.key for spec in specs] for name, specs in current.items()}
-        names = sorted(handlers)
+        names, handlers = self._handler_keys(current)
 
         def synced(rows: list[Any]) -> None:
             self._synced = current
@@ -158,7 +154,7 @@ class DurableDelivery:
             Op(self.statements.ensure_cursors, {**base, "names": names}, _nothing),
             Op(
                 self.statements.register,
-                {**base, "owner": self.settings.owner, "handlers": json.dumps(handlers)},
+                {**base, "owner": self.settings.owner, "handlers": handlers},
                 synced,
             ),
         ]
@@ -188,16 +184,16 @@ class DurableDelivery:
         current = self._registry.current
         if not current:
             return None
-        mine = {name: [spec.key for spec in specs] for name, specs in current.items()}
+        names, mine = self._handler_keys(current)
         s = self.settings
         params = {
             "group": s.group,
-            "names": sorted(mine),
+            "names": names,
             "limit": limit,
             "owner": s.owner,
             "lease_seconds": s.lease_seconds,
             "grace": s.handler_grace,
-            "mine": json.dumps(mine),
+            "mine": mine,
         }
         return Op(self.statements.claim, params, self._jobs, mappings=True, fast=self.claim_fast)
 
@@ -211,16 +207,18 @@ class DurableDelivery:
     def _jobs(self, rows: list[dict[str, Any] | BadRow]) -> list[Job]:
         handlers = self._registry.current
         self._looked_at = len(rows)
-        # A row without a lease was passed over, already decided or not due yet (see DeliveryStatements._claim).
-        leased = [item for item in rows if _lease_of(item) is not None]
-        if len(leased) < len(rows):
-            self._stats.add("passed_over", len(rows) - len(leased))
-            for item in rows:
-                extra = (item.values if isinstance(item, BadRow) else item).get("_nsa_done")
-                due_in = extra.get("due_in") if isinstance(extra, dict) else None
-                if _lease_of(item) is None and isinstance(due_in, (int, float)):
-                    self._deferred.append(max(0.0, float(due_in)) + _DUE_MARGIN)
-        jobs = [self._job(item, handlers) for item in leased]
+        jobs = []
+        for item in rows:
+            values = item.values if isinstance(item, BadRow) else item
+            if values.get("_nsa_lease") is not None:
+                jobs.append(self._job(item, handlers))
+                continue
+            # Passed over, already decided or not due yet (see DeliveryStatements._claim): no job.
+            self._stats.add("passed_over")
+            extra = values.get("_nsa_done")
+            due_in = extra.get("due_in") if isinstance(extra, dict) else None
+            if isinstance(due_in, (int, float)):
+                self._deferred.append(max(0.0, float(due_in)) + _DUE_MARGIN)
         self._stats.add("claimed", len(jobs))
         return jobs
 

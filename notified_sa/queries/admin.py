@@ -10,23 +10,19 @@ Where a group stands with an event (notified_sa/queries/delivery.py explains the
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, DateTime, Integer, Table, Text, bindparam, text
+from sqlalchemy import BigInteger, DateTime, Table, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import TextClause
 
 from notified_sa.schema import DEFAULT_GROUP, DeliveryTables
 
-from .delivery import _MIN, _Names, _names
+from .delivery import _GROUP, _IDS, _LIMIT, _MIN, _NAMES, _Names, _names
 
 __all__ = ["AdminStatements"]
 
-_GROUP = bindparam("group", type_=Text)
-_IDS = bindparam("ids", type_=ARRAY(BigInteger))
-_NAMES = bindparam("names", type_=ARRAY(Text))
 _STATUSES = bindparam("statuses", type_=ARRAY(Text))
 _SINCE = bindparam("since_id", type_=BigInteger)
 _ALL = bindparam("all", type_=Text)
-_LIMIT = bindparam("limit", type_=Integer)
 _AFTER = bindparam("after_id", type_=BigInteger)
 _BEFORE = bindparam("before", type_=DateTime(timezone=True))
 
@@ -220,10 +216,9 @@ batch AS MATERIALIZED (
 done AS MATERIALIZED (
     SELECT b.id FROM batch b
     WHERE b.finished < :before
-      -- no server without group= has run yet: the default group holds its events all the same, unless the table
-      -- is served by named groups only
-      AND (b.status = 'succeeded' OR EXISTS (SELECT 1 FROM {n.groups} WHERE name <> '{DEFAULT_GROUP}')
-           OR EXISTS (SELECT 1 FROM {n.groups} WHERE name = '{DEFAULT_GROUP}'))
+      -- with no group at all (no server has run yet), the default group holds its events all the same; once any
+      -- group exists, the check below decides (a table served by named groups only has no default group)
+      AND (b.status = 'succeeded' OR EXISTS (SELECT 1 FROM {n.groups}))
       AND NOT EXISTS (
         SELECT 1 FROM {n.groups} g
         WHERE NOT {_before_origin("g", "b")}

@@ -27,16 +27,13 @@ from sqlalchemy.sql.elements import TextClause
 from notified_sa._identifiers import qualified, quote_ident
 from notified_sa.schema import DeliveryTables
 
-__all__ = ["MIN_ID", "DeliveryStatements", "claim_columns"]
+__all__ = ["MIN_ID", "DeliveryStatements"]
 
 #: Smaller than every event id: "nothing of this transaction taken yet".
 MIN_ID = -(2**63)
 
 #: :data:`MIN_ID` in SQL (a bare ``-9223372036854775808`` is read as the negation of a number too large).
 _MIN = "'-9223372036854775808'::bigint"
-
-#: The columns a claim returns after the events table's own.
-CLAIM_EXTRAS = ("_nsa_attempt", "_nsa_done", "_nsa_lease")
 
 _GROUP = bindparam("group", type_=Text)
 _OWNER = bindparam("owner", type_=Text)
@@ -52,11 +49,6 @@ _MAX = bindparam("max_attempts", type_=Integer)
 _START = bindparam("start_from", type_=Text)
 _HANDLERS = bindparam("handlers", type_=Text)
 _CHANNEL = bindparam("channel", type_=Text)
-
-
-def claim_columns(events: Table) -> list[str]:
-    """The keys of a claimed row: the events table's columns, then :data:`CLAIM_EXTRAS`."""
-    return [c.key for c in events.c] + list(CLAIM_EXTRAS)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ field                       environment variable                default    meani
 ``poll_only``               ``NOTIFIED_POLL_ONLY``              false      no LISTEN (pgbouncer transaction pooling)
 ``handler_grace``           ``NOTIFIED_HANDLER_GRACE``          600.0      how long a group still waits for handlers
                                                                            of a server that vanished without stopping
+``succeeded_retention``     ``NOTIFIED_SUCCEEDED_RETENTION``    3600.0     seconds a named group keeps the record of a
+                                                                           succeeded event (0: not kept); the default
+                                                                           group's stays on the events row
 ==========================  ==================================  =========  ============================================
 """
 
@@ -84,6 +87,7 @@ _SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "shutdown_timeout": ("SHUTDOWN_TIMEOUT", _parse_float, "a number of seconds >= 0"),
     "poll_only": ("POLL_ONLY", _parse_bool, "true or false"),
     "handler_grace": ("HANDLER_GRACE", _parse_float, "a number of seconds >= 0"),
+    "succeeded_retention": ("SUCCEEDED_RETENTION", _parse_float, "a number of seconds >= 0"),
 }
 
 
@@ -149,6 +153,7 @@ class NotifiedConfig:
     shutdown_timeout: float = dataclasses.field(default_factory=_from_env("shutdown_timeout", 30.0))
     poll_only: bool = dataclasses.field(default_factory=_from_env("poll_only", False))
     handler_grace: float = dataclasses.field(default_factory=_from_env("handler_grace", 600.0))
+    succeeded_retention: float = dataclasses.field(default_factory=_from_env("succeeded_retention", 3600.0))
 
     def __post_init__(self) -> None:
         for field in _SPEC:

@@ -14,7 +14,8 @@ group's progress lives here (docs/architecture.md explains the design and its tr
     One row per claim: the events it took, their attempt numbers, the server holding it and when it expires.
 ``<events>__deliveries``
     Per group and event, only what the cursor cannot say: a retry waiting for its time, an event waiting for a
-    handler another server of the group has, a dead event, and the outcome records of named groups.
+    handler another server of the group has, a dead event; and, for ``succeeded_retention`` seconds, the record
+    of a named group's succeeded event (its servers prune older ones, so the table stays small).
 ``<events>__servers``
     The servers of each group and the handlers each has, so that a group's event waits for every handler the
     group's servers register for its name.
@@ -190,6 +191,12 @@ def delivery_tables(events: Table, metadata: MetaData | None = None) -> Delivery
         deliveries.c.group_name,
         deliveries.c.available_at,
         postgresql_where=deliveries.c.status == "pending",
+    )
+    Index(
+        conv(derived_name("ix_", base, "__deliveries_done")),
+        deliveries.c.group_name,
+        deliveries.c.processed_at,
+        postgresql_where=deliveries.c.status == "succeeded",
     )
     servers = Table(
         names["servers"],

@@ -7,6 +7,9 @@ another's rows, triggers or notification channels and the order of tests does no
 
 ``NOTIFIED_TEST_DRIVERS`` (comma-separated, default ``psycopg2,psycopg``) chooses the drivers the ``engine`` and
 ``db_url`` fixtures are parametrised over.
+
+Tests marked ``once`` are heavy and prove the same on every server and driver: they run on the first driver only,
+and ``NOTIFIED_TEST_ONCE=0`` skips them (CI sets it for its second and third runs of the suite).
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ def _libpq_dsn(url: str) -> str:
     """A libpq connection string for a SQLAlchemy URL (any driver)."""
     u = make_url(url).set(drivername="postgresql")
     return u.render_as_string(hide_password=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``once`` when ``NOTIFIED_TEST_ONCE=0`` (they ran in another run of the suite)."""
+    if os.environ.get("NOTIFIED_TEST_ONCE", "1") != "0":
+        return
+    skip = pytest.mark.skip(
+        reason="marked once (heavy, the same on every server): run in CI's first suite run; NOTIFIED_TEST_ONCE=0 here"
+    )
+    for item in items:
+        if "once" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,9 @@ its own transaction, so tests can count executions per event and per process. MO
 * ``record``: record and succeed;
 * ``block``: record, then block forever (to be killed with SIGKILL mid-handler);
 * ``slow``: record, then take ``--sleep`` seconds (simulated work) and succeed.
+
+``--group`` makes it a server of that subscriber group; ``--fail-every N`` makes the handler raise (after
+recording) for every event whose id is a multiple of N.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--shutdown-timeout", type=float, default=10.0)
+    parser.add_argument("--group", default=None)
+    parser.add_argument("--start-from", default=None, choices=["now", "beginning"])
+    parser.add_argument("--fail-every", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.tag}] %(threadName)s %(levelname)s %(message)s")
 
@@ -62,13 +68,15 @@ def main() -> None:
         backoff_cap=0.05,
         shutdown_timeout=args.shutdown_timeout,
     )
-    server = Server("events", engine, model=Event, conf=conf)
+    server = Server("events", engine, model=Event, conf=conf, group=args.group, start_from=args.start_from)
 
     def handle(event: Event) -> None:
         with engine.begin() as conn:
             conn.execute(
                 sa.text("INSERT INTO handled (event_id, tag) VALUES (:id, :tag)"), {"id": event.id, "tag": args.tag}
             )
+        if args.fail_every and event.id % args.fail_every == 0:
+            raise RuntimeError(f"event {event.id} fails in {args.tag} (--fail-every {args.fail_every})")
         if args.mode == "block":
             threading.Event().wait()
         elif args.mode == "slow":

@@ -213,6 +213,22 @@ def test_lease_book_tracks_each_event_to_its_end() -> None:
     assert book.ids() == [3] and book.leases() == {"L"} and book.busy == 1
 
 
+def test_a_retry_claimed_before_the_writer_settles_the_previous_attempt_stays_held() -> None:
+    """Attempt 1's outcome is committed (a retry due at once); this server claims attempt 2 under a new lease
+    before the writer settles attempt 1. Settling attempt 1 must leave attempt 2 held, or no worker runs it and
+    it waits a whole lease to be reaped (found by the 10,000-event groups test)."""
+    book = LeaseBook()
+    book.hold(7, lease=1)
+    assert book.start(7)
+    book.finish(7)
+    book.hold(7, lease=2)  # the retry, claimed again
+    book.settle([(7, 1)])
+    assert book.ids() == [7] and book.leases() == {2} and book.start(7)
+    book.finish(7)
+    book.settle([(7, 2)])
+    assert len(book) == 0 and book.busy == 0 and book.count(LeaseState.WRITING) == 0
+
+
 # ---------------------------------------------------------------------- dispatch
 
 

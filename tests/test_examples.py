@@ -6,7 +6,9 @@ Each runs against this test's fresh database, the way examples/README.md tells a
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -186,3 +188,48 @@ def test_webapp_handler_is_idempotent(webapp: tuple[ModuleType, ModuleType], db_
         assert query(db_url, "SELECT welcomed_at FROM users WHERE id = %s", (user_id,)) == first
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------- two services
+
+TWO_SERVICES = EXAMPLES / "two_services"
+SCRIPT = Path(sys.executable).with_name("notified-sa")
+
+
+def count_rows(url: str, table: str) -> int:
+    return int(query(url, f"SELECT count(*) FROM {table}")[0][0])
+
+
+@pytest.mark.slow
+def test_two_services_each_get_every_order_paid_event(db_url: str) -> None:
+    """As examples/README.md runs it: the shop pays orders before either service ever ran, then billing and the
+    mailer start with ``notified-sa serve`` (each its own group), and each handles every order, then new ones."""
+    env = {**os.environ, "NOTIFIED_DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
+    shop = run_python("shop.py", "3", env=env, cwd=TWO_SERVICES)
+    assert shop.returncode == 0, shop.stdout + shop.stderr
+    services = [
+        subprocess.Popen(
+            [str(SCRIPT), "serve", f"{name}:make_server"],
+            cwd=TWO_SERVICES,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("billing", "mailer")
+    ]
+    try:
+        wait_for(lambda: (count_rows(db_url, "invoices"), count_rows(db_url, "receipts")) == (3, 3), timeout=60)
+        shop = run_python("shop.py", "2", env=env, cwd=TWO_SERVICES)
+        assert shop.returncode == 0, shop.stdout + shop.stderr
+        wait_for(lambda: (count_rows(db_url, "invoices"), count_rows(db_url, "receipts")) == (5, 5), timeout=60)
+        status = subprocess.run(
+            [str(SCRIPT), "status", "--json"], cwd=TWO_SERVICES, env=env, capture_output=True, text=True, timeout=60
+        )
+        (report,) = json.loads(status.stdout)["tables"]
+        assert {g["group"]: g["by_status"]["succeeded"] for g in report["groups"]} == {"billing": 5, "mailer": 5}
+    finally:
+        for proc in services:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=60)[0] for proc in services]
+    assert [proc.returncode for proc in services] == [0, 0], outputs

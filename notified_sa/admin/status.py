@@ -120,16 +120,22 @@ def _group_status(conn: Connection, stmts: AdminStatements, row: Any) -> GroupSt
             status._add(state, r.name, int(r.n))
             if r.oldest is not None:
                 oldest.append(r.oldest)
+        for name, n in running.items():  # a running event is counted pending above: move it
+            status._add("pending", name, -min(n, status.by_name.get(name, {}).get("pending", 0)))
+            status._add("running", name, n)
     else:
+        # Pending: not taken yet, or a record says so (a retry, a hand-over); succeeded: taken, in no lease, no
+        # other record (a succeeded record is pruned after its retention); running: in a lease; dead: recorded.
         for r in conn.execute(stmts.named_counts, params):
             status._add(str(r.status), r.name, int(r.n))
+        for r in conn.execute(stmts.named_succeeded, params):
+            status._add("succeeded", r.name, int(r.n))
         for r in conn.execute(stmts.untaken, params):
             status._add("pending", r.name, int(r.n))
             if r.oldest is not None:
                 oldest.append(r.oldest)
-    for name, n in running.items():  # a running event is counted pending above: move it
-        status._add("pending", name, -min(n, status.by_name.get(name, {}).get("pending", 0)))
-        status._add("running", name, n)
+        for name, n in running.items():
+            status._add("running", name, n)
     retry = conn.execute(stmts.oldest_retry, params).scalar()
     if retry is not None:
         oldest.append(retry)

@@ -69,6 +69,16 @@ class LeaseBook:
             if held is not None:
                 self._counts[held[0]] -= 1
 
+    def settle(self, claims: Iterable[tuple[Any, Any]]) -> None:
+        """Outcomes written for ``(event id, lease)`` claims: each event leaves the book, unless it is held under
+        another lease by now. Once an outcome is committed, the event's retry can be due at once and this server's
+        own dispatcher can claim it before the writer gets here; that newer claim stays."""
+        for event_id, lease in claims:
+            held = self._held.get(event_id)
+            if held is not None and held[1] == lease:
+                del self._held[event_id]
+                self._counts[held[0]] -= 1
+
     def count(self, state: LeaseState) -> int:
         """How many held events are in ``state``."""
         return self._counts[state]

@@ -92,3 +92,6 @@ class Delivery(Protocol):
 
     def reap(self) -> Op[list[Any]] | None:
         """Take back events whose lease expired (their server died)."""
+
+    def prune(self) -> Op[int] | None:
+        """Delete one batch of outcome records kept past their retention; the Op returns how many went."""

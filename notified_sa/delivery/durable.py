@@ -68,6 +68,10 @@ def done_handlers(results: Any, column: str = "results") -> set[str]:
     return {key for key, value in results.items() if isinstance(value, dict) and value.get("status") == "success"}
 
 
+#: Most succeeded records one prune statement deletes; the dispatcher repeats it while batches come back full.
+PRUNE_BATCH = 5000
+
+
 @dataclass(frozen=True, kw_only=True)
 class GroupSettings:
     """What a durable delivery needs to know about its server: group, owner and timings."""
@@ -79,6 +83,8 @@ class GroupSettings:
     lease_seconds: float
     max_attempts: int
     handler_grace: float
+    #: Seconds a named group keeps the record of a succeeded event (0: not written at all).
+    succeeded_retention: float = 3600.0
 
 
 class DurableDelivery:
@@ -101,7 +107,13 @@ class DurableDelivery:
         self.binding = binding
         self.settings = settings
         self.default = settings.group == DEFAULT_GROUP
-        self.statements = DeliveryStatements(binding.table, binding.id_column, tables, default=self.default)
+        self.statements = DeliveryStatements(
+            binding.table,
+            binding.id_column,
+            tables,
+            default=self.default,
+            keep_succeeded=settings.succeeded_retention > 0,
+        )
         self._registry = registry
         self._stats = stats
         self._id_key = binding.id_key
@@ -327,6 +339,20 @@ class DurableDelivery:
     def reap(self) -> Op[list[Any]]:
         params = {"group": self.settings.group, "max_attempts": self.settings.max_attempts}
         return Op(self.statements.reap, params, self._reaped)
+
+    def prune(self) -> Op[int] | None:
+        """Delete a batch of the named group's succeeded records older than ``succeeded_retention``; None for the
+        default group, whose outcomes stay on the events rows until ``purge``."""
+        if self.default:
+            return None
+        params = {"group": self.settings.group, "retention": self.settings.succeeded_retention, "limit": PRUNE_BATCH}
+        return Op(self.statements.prune, params, self._pruned)
+
+    def _pruned(self, rows: list[Any]) -> int:
+        count = int(rows[0][0]) if rows else 0
+        if count:
+            self._stats.add("pruned", count)
+        return count
 
     def _reaped(self, rows: list[Any]) -> list[Any]:
         if rows:

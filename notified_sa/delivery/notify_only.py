@@ -182,3 +182,6 @@ class NotifyOnlyDelivery:
 
     def reap(self) -> None:
         return None
+
+    def prune(self) -> None:
+        return None

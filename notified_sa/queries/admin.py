@@ -45,6 +45,16 @@ def _before_origin(group: str, event: str) -> str:
     )
 
 
+def _done_named(n: _Names, group: str, event: str) -> str:
+    """SQL: named group ``group`` is done with event row ``event``: taken by its cursor, in none of its leases,
+    and with no record of it other than ``succeeded`` (a succeeded record is pruned after its retention)."""
+    return f"""({_taken(n, group, event)}
+        AND NOT EXISTS (SELECT 1 FROM {n.deliveries} d
+                        WHERE d.group_name = {group} AND d.event_id = {event}.{n.id} AND d.status <> 'succeeded')
+        AND NOT EXISTS (SELECT 1 FROM {n.leases} l
+                        WHERE l.group_name = {group} AND {event}.{n.id} = ANY(l.event_ids)))"""
+
+
 def _selected(event: str, id_column: str) -> str:
     """SQL: the event is chosen by ``:ids``, ``:names``, ``:since_id`` (with ``:names``) or ``:all``."""
     return (
@@ -79,8 +89,16 @@ FROM {n.groups} g ORDER BY g.name
         self.named_counts = text(
             f"""
 SELECT d.status, d.name, count(*) AS n FROM {n.deliveries} d
-WHERE d.group_name = :group AND d.status IN ('pending', 'succeeded', 'dead')
+WHERE d.group_name = :group AND d.status IN ('pending', 'dead')
 GROUP BY d.status, d.name ORDER BY d.status, d.name
+"""
+        ).bindparams(_GROUP)
+        self.named_succeeded = text(
+            f"""
+SELECT e.name, count(*) AS n
+FROM {n.events} e JOIN {n.groups} g ON g.name = :group
+WHERE NOT {_before_origin("g", "e")} AND {_done_named(n, ":group", "e")}
+GROUP BY e.name ORDER BY e.name
 """
         ).bindparams(_GROUP)
         self.untaken = self._untaken(n)
@@ -134,14 +152,16 @@ pos AS (
     SELECT x.name,
            coalesce(c.position_xid, CASE WHEN g.start_from = 'now' THEN g.origin_xid ELSE 0 END) AS pxid,
            coalesce(c.position_id, {_MIN}) AS pid,
-           coalesce(c.waiting_xids, g.origin_waiting) AS wx
+           coalesce(c.waiting_xids, g.origin_waiting) AS wx,
+           coalesce(c.waiting_ids, array_fill({_MIN}, ARRAY[cardinality(g.origin_waiting)])) AS wi
     FROM names x CROSS JOIN g
     LEFT JOIN {n.cursors} c ON c.group_name = g.name AND c.event_name = x.name
     WHERE x.name IS NOT NULL
 )
 SELECT p.name, count(e.*) AS n, min(e.created_at) AS oldest
 FROM pos p JOIN {n.events} e
-  ON e.name = p.name AND ((e.txid, e.{n.id}) > (p.pxid, p.pid) OR e.txid = ANY(p.wx))
+  ON e.name = p.name AND ((e.txid, e.{n.id}) > (p.pxid, p.pid)
+                          OR (e.txid = ANY(p.wx) AND e.{n.id} > p.wi[array_position(p.wx, e.txid)]))
 GROUP BY p.name
 """
         ).bindparams(_GROUP)
@@ -205,7 +225,7 @@ SELECT id FROM chosen
         too. Done for the default group: its outcome on the events row is ``succeeded``; for a named group: taken
         by its cursor, in no lease, and no delivery row other than ``succeeded``. Returns the highest id looked at,
         the count looked at and the count deleted."""
-        taken = _taken(n, "g.name", "b").replace(f"b.{n.id}", "b.id")
+        done = _done_named(n, "g.name", "b").replace(f"b.{n.id}", "b.id")
         return text(
             f"""
 WITH
@@ -222,12 +242,7 @@ done AS MATERIALIZED (
       AND NOT EXISTS (
         SELECT 1 FROM {n.groups} g
         WHERE NOT {_before_origin("g", "b")}
-          AND NOT CASE WHEN g.name = '{DEFAULT_GROUP}' THEN b.status = 'succeeded' ELSE (
-                  {taken}
-                  AND NOT EXISTS (SELECT 1 FROM {n.deliveries} d
-                                  WHERE d.group_name = g.name AND d.event_id = b.id AND d.status <> 'succeeded')
-                  AND NOT EXISTS (SELECT 1 FROM {n.leases} l
-                                  WHERE l.group_name = g.name AND b.id = ANY(l.event_ids))) END
+          AND NOT CASE WHEN g.name = '{DEFAULT_GROUP}' THEN b.status = 'succeeded' ELSE {done} END
     )
 ),
 gone_deliveries AS (DELETE FROM {n.deliveries} d USING done WHERE d.event_id = done.id),
@@ -248,14 +263,27 @@ SELECT (SELECT max(id) FROM batch) AS last_id, (SELECT count(*) FROM batch) AS s
                    e.processed_at AS group_processed_at"""
         else:
             view = """CASE WHEN l.id IS NOT NULL OR d.status = 'leased' THEN 'running'
-                        ELSE coalesce(d.status, 'pending') END AS group_status,
-                   coalesce(d.attempts, 0) AS group_attempts, coalesce(d.results, '{}'::jsonb) AS group_results,
+                        WHEN d.status IS NOT NULL THEN d.status
+                        WHEN t.taken THEN 'succeeded'
+                        ELSE 'pending' END AS group_status,
+                   CASE WHEN d.status IS NULL AND t.taken THEN NULL ELSE coalesce(d.attempts, 0) END
+                       AS group_attempts,
+                   coalesce(d.results, '{}'::jsonb) AS group_results,
                    d.last_error AS group_last_error, d.processed_at AS group_processed_at"""
+        # A named group sees the events from its origin on; whether its cursor has passed one (with no record
+        # left, it succeeded: the record was pruned or never kept) is computed once per row.
+        named = (
+            ""
+            if default
+            else f"""
+    JOIN {n.groups} g ON g.name = :group AND NOT {_before_origin("g", "e")}
+    CROSS JOIN LATERAL (SELECT {_taken(n, ":group", "e")} AS taken) t"""
+        )
         return text(
             f"""
 SELECT * FROM (
     SELECT {n.columns}, {view}
-    FROM {n.events} e
+    FROM {n.events} e{named}
     LEFT JOIN {n.deliveries} d ON d.group_name = :group AND d.event_id = e.{n.id}
     LEFT JOIN LATERAL (SELECT l.id FROM {n.leases} l
                        WHERE l.group_name = :group AND e.{n.id} = ANY(l.event_ids) LIMIT 1) l ON true

@@ -13,7 +13,8 @@ to the claim; their ids are in the snapshot (``pg_snapshot_xip``), and those the
 "waiting", so a late commit is taken when it lands and never skipped. Everything is one statement per step.
 
 The default group writes each outcome to the events row (``status``, ``results``, ...); a named group writes it
-to the deliveries table. Both keep retries, hand-overs and dead events in the deliveries table.
+to the deliveries table, where a succeeded one stays for ``succeeded_retention`` seconds (``prune``). Both keep
+retries, hand-overs and dead events in the deliveries table.
 """
 
 from __future__ import annotations
@@ -115,8 +116,11 @@ emptied AS (
 class DeliveryStatements:
     """The statements of one events table, for the default group (``default=True``) or a named one."""
 
-    def __init__(self, events: Table, id_column: str, tables: DeliveryTables, *, default: bool) -> None:
+    def __init__(
+        self, events: Table, id_column: str, tables: DeliveryTables, *, default: bool, keep_succeeded: bool = True
+    ) -> None:
         self.default = default
+        self.keep_succeeded = keep_succeeded and not default
         n = _names(events, id_column, tables)
         self.ensure_group = self._ensure_group(n)
         self.ensure_cursors = self._ensure_cursors(n)
@@ -127,6 +131,7 @@ class DeliveryStatements:
         self.renew = self._renew(n)
         self.release = self._release(n)
         self.reap = self._reap(n)
+        self.prune = self._prune(n)
 
     # ------------------------------------------------------------------ start
 
@@ -337,6 +342,11 @@ ORDER BY e.{n.id}
             if self.default
             else f"LEFT JOIN {n.deliveries} d ON d.group_name = :group AND d.event_id = f.id"
         )
+        finished = f"""
+finished AS (  -- a retry that succeeded: its row has nothing left to say
+    DELETE FROM {n.deliveries} t USING decided d
+    WHERE t.group_name = :group AND t.event_id = d.id AND d.status = 'succeeded'
+),"""
         if self.default:
             record = f"""
 written AS (
@@ -350,10 +360,10 @@ written AS (
         processed_at = CASE WHEN d.status IN ('succeeded', 'dead') THEN now() END
     FROM decided d WHERE e.{n.id} = d.id
 ),
-finished AS (
-    DELETE FROM {n.deliveries} t USING decided d
-    WHERE t.group_name = :group AND t.event_id = d.id AND d.status = 'succeeded'
-),"""
+{finished}"""
+            kept_where = "WHERE d.status <> 'succeeded'"
+        elif not self.keep_succeeded:  # the cursor says it succeeded: nothing to keep
+            record = finished
             kept_where = "WHERE d.status <> 'succeeded'"
         else:
             record = ""
@@ -482,6 +492,30 @@ woken AS (  -- the group's other servers can take them now (sent at commit)
 SELECT i.id, (SELECT count(*) FROM woken) AS woken FROM items i
 """
         ).bindparams(_OWNER, _GROUP, _IDS, _CHANNEL)
+
+    @staticmethod
+    def _prune(n: _Names) -> TextClause:
+        """Delete up to :limit of a named group's succeeded records older than :retention seconds, oldest first;
+        return how many went. The cursor still says they succeeded."""
+        return text(
+            f"""
+WITH
+old AS MATERIALIZED (
+    SELECT d.event_id FROM {n.deliveries} d
+    WHERE d.group_name = :group AND d.status = 'succeeded'
+      AND d.processed_at < now() - :retention * interval '1 second'
+    ORDER BY d.processed_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM {n.deliveries} d USING old
+    WHERE d.group_name = :group AND d.event_id = old.event_id AND d.status = 'succeeded'
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+        ).bindparams(_GROUP, _LIMIT, bindparam("retention", type_=Float))
 
     def _reap(self, n: _Names) -> TextClause:
         """Take back the group's events whose lease expired: pending again, or dead after their last attempt."""

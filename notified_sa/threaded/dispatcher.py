@@ -27,6 +27,7 @@ from notified_sa.core.jobs import Job, first_line
 from notified_sa.core.leases import LeaseBook
 from notified_sa.core.stats import Stats
 from notified_sa.delivery import Delivery
+from notified_sa.delivery.durable import PRUNE_BATCH
 from notified_sa.delivery.notify_only import MAX_WAITING
 from notified_sa.drivers import ListenerLost
 
@@ -36,6 +37,9 @@ from .listener import Listener
 __all__ = ["Dispatcher"]
 
 logger = logging.getLogger("notified_sa.server")
+
+#: Longest time one safety-net poll spends pruning outcome records, in seconds (claims wait meanwhile).
+PRUNE_BUDGET = 0.5
 
 
 class Dispatcher:
@@ -152,6 +156,7 @@ class Dispatcher:
             except sa_exc.DBAPIError as exc:
                 logger.warning("taking back expired leases failed: %s", first_line(exc))
         _faults.point("dispatcher.reap")
+        self._prune()
         listener = self.listener
         if listener is not None and listener.conn is not None and not self._heard_since_poll:
             try:
@@ -159,6 +164,21 @@ class Dispatcher:
             except ListenerLost as exc:
                 self._drop_listener(exc)
         self._heard_since_poll = False
+
+    def _prune(self) -> None:
+        """Delete outcome records past their retention, in batches, for at most :data:`PRUNE_BUDGET` seconds."""
+        started = time.monotonic()
+        while time.monotonic() - started < PRUNE_BUDGET:
+            op = self.delivery.prune()
+            if op is None:
+                return
+            try:
+                count = self.conn.run(op)
+            except sa_exc.DBAPIError as exc:
+                logger.warning("pruning succeeded records failed: %s", first_line(exc))
+                return
+            if count < PRUNE_BATCH:
+                return
 
     def renew(self) -> None:
         """Extend the leases of every held event (also called while shutting down)."""

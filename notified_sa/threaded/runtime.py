@@ -120,6 +120,7 @@ class ThreadedRuntime:
                 lease_seconds=config.lease_seconds,
                 max_attempts=config.max_attempts,
                 handler_grace=config.handler_grace,
+                succeeded_retention=config.succeeded_retention,
             )
             self.delivery = DurableDelivery(binding, registry, settings, stats=stats, dialect=engine.dialect)
         else:
@@ -184,7 +185,7 @@ class ThreadedRuntime:
         else:
             self.delivery.unrecorded(outcome)
             with self.lock:
-                self.book.drop([job.event_id])
+                self.book.settle([(job.event_id, job.lease)])
         with self.lock:
             wake = self.dispatch.capacity_freed(self.dispatcher.free())
         if wake:
@@ -200,7 +201,7 @@ class ThreadedRuntime:
         delays = self.delivery.written(outcomes, written)
         now = time.monotonic()
         with self.lock:
-            self.book.drop(outcome.event_id for outcome in outcomes)
+            self.book.settle((outcome.event_id, outcome.lease) for outcome in outcomes)
             for delay in delays:
                 # available_at was set from the database's clock when the outcome was written, just before now,
                 # so this local due time is never earlier than the row's

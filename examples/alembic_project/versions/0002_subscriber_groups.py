@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['group_name'], ['events__groups.name'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('group_name', 'event_id')
     )
+    op.create_index(op.f('ix_events__deliveries_done'), 'events__deliveries', ['group_name', 'processed_at'], unique=False, postgresql_where=sa.text("status = 'succeeded'"))
     op.create_index(op.f('ix_events__deliveries_due'), 'events__deliveries', ['group_name', 'available_at'], unique=False, postgresql_where=sa.text("status = 'pending'"))
     op.create_table('events__leases',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
@@ -99,6 +100,7 @@ def downgrade() -> None:
     op.drop_table('events__servers')
     op.drop_table('events__leases')
     op.drop_index(op.f('ix_events__deliveries_due'), table_name='events__deliveries', postgresql_where=sa.text("status = 'pending'"))
+    op.drop_index(op.f('ix_events__deliveries_done'), table_name='events__deliveries', postgresql_where=sa.text("status = 'succeeded'"))
     op.drop_table('events__deliveries')
     op.drop_table('events__cursors')
     op.drop_table('events__groups')

@@ -97,6 +97,52 @@ def _trigger_at(trigger: NotifyTrigger, key: _Key) -> NotifyTrigger:
     return dataclasses.replace(trigger, schema=key[0], table=key[1])
 
 
+def _add_wanted(
+    autogen_context: AutogenContext,
+    upgrade_ops: ops.UpgradeOps,
+    wanted: dict[_Key, NotifyTrigger],
+    existing: dict[_Key, NotifyTrigger | None],
+    default_schema: str | None,
+) -> None:
+    """Create each wanted trigger the database lacks (after its table's creation), re-create a changed one."""
+    for key, trigger in wanted.items():
+        current = existing.get(key)
+        if current is not None and _trigger_at(current, key) == trigger:
+            continue
+        if current is not None:
+            logger.info("notify trigger on %s changed: %s -> %s", key, current.options(), trigger.options())
+            upgrade_ops.ops.append(DropNotifyTriggerOp.from_trigger(_trigger_at(current, key)))
+            upgrade_ops.ops.append(CreateNotifyTriggerOp.from_trigger(trigger))
+            continue
+        logger.info("notify trigger on %s is missing", key)
+        at = _index(upgrade_ops, (ops.CreateTableOp, ops.ModifyTableOps), key, default_schema)
+        upgrade_ops.ops.insert(at + 1 if at >= 0 else len(upgrade_ops.ops), CreateNotifyTriggerOp.from_trigger(trigger))
+
+
+def _drop_unwanted(
+    autogen_context: AutogenContext,
+    *,
+    upgrade_ops: ops.UpgradeOps,
+    wanted: dict[_Key, NotifyTrigger],
+    existing: dict[_Key, NotifyTrigger | None],
+    tables: dict[_Key, sa.Table],
+    schemas: set[str | None],
+    default_schema: str | None,
+) -> None:
+    """Drop a trigger whose table is dropped (before the drop) or is no longer an EventMixin table."""
+    for key, old in existing.items():
+        if old is None or key in wanted or key[0] not in schemas:
+            continue
+        drop = DropNotifyTriggerOp.from_trigger(_trigger_at(old, key))
+        at = _index(upgrade_ops, (ops.DropTableOp,), key, default_schema)
+        if at >= 0:
+            logger.info("notify trigger on %s: its table is dropped", key)
+            upgrade_ops.ops.insert(at, drop)
+        elif key in tables and _included(autogen_context, tables[key]):
+            logger.info("notify trigger on %s: the table is no longer an EventMixin table", key)
+            upgrade_ops.ops.insert(0, drop)
+
+
 def compare_notify_triggers(
     autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: set[str | None]
 ) -> Any:
@@ -121,30 +167,16 @@ def compare_notify_triggers(
             wanted[key] = _trigger_at(trigger, key)
     existing = _db_triggers(autogen_context, set(schemas) | {k[0] for k in wanted}, default_schema)
 
-    for key, trigger in wanted.items():
-        current = existing.get(key)
-        if current is not None and _trigger_at(current, key) == trigger:
-            continue
-        if current is not None:
-            logger.info("notify trigger on %s changed: %s -> %s", key, current.options(), trigger.options())
-            upgrade_ops.ops.append(DropNotifyTriggerOp.from_trigger(_trigger_at(current, key)))
-            upgrade_ops.ops.append(CreateNotifyTriggerOp.from_trigger(trigger))
-            continue
-        logger.info("notify trigger on %s is missing", key)
-        at = _index(upgrade_ops, (ops.CreateTableOp, ops.ModifyTableOps), key, default_schema)
-        upgrade_ops.ops.insert(at + 1 if at >= 0 else len(upgrade_ops.ops), CreateNotifyTriggerOp.from_trigger(trigger))
-
-    for key, old in existing.items():
-        if old is None or key in wanted or key[0] not in schemas:
-            continue
-        drop = DropNotifyTriggerOp.from_trigger(_trigger_at(old, key))
-        at = _index(upgrade_ops, (ops.DropTableOp,), key, default_schema)
-        if at >= 0:
-            logger.info("notify trigger on %s: its table is dropped", key)
-            upgrade_ops.ops.insert(at, drop)
-        elif key in tables and _included(autogen_context, tables[key]):
-            logger.info("notify trigger on %s: the table is no longer an EventMixin table", key)
-            upgrade_ops.ops.insert(0, drop)
+    _add_wanted(autogen_context, upgrade_ops, wanted, existing, default_schema)
+    _drop_unwanted(
+        autogen_context,
+        upgrade_ops=upgrade_ops,
+        wanted=wanted,
+        existing=existing,
+        tables=tables,
+        schemas=schemas,
+        default_schema=default_schema,
+    )
     return _continue()
 
 

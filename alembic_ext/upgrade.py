@@ -72,6 +72,59 @@ def _column(template: Column[Any], server_default: Any = None) -> Column[Any]:
     return Column(template.name, template.type, nullable=template.nullable, server_default=arg)
 
 
+def _column_steps(name: str, schema: str | None, present: set[str], existing_status: str) -> list[Any]:
+    """The delivery columns the table lacks, with the status CHECK and the existing rows' status when it is new."""
+    shape = event_table_shape(name, schema)
+    target = qualified(name, schema)
+    out: list[Any] = []
+    for col in DELIVERY_COLUMNS:
+        if col in present:
+            continue
+        if col == "txid":
+            out.append(("add_column", _column(shape.c.txid, text("0"))))
+            out.append(text(f"ALTER TABLE {target} ALTER COLUMN txid SET DEFAULT {TXID_DEFAULT}"))
+        else:
+            out.append(("add_column", _column(shape.c[col])))
+    if "status" not in present:
+        allowed = ", ".join(f"'{s.value}'" for s in EventStatus)
+        check = quote_ident(derived_name("ck_", name, "_status"))
+        out.append(text(f"ALTER TABLE {target} ADD CONSTRAINT {check} CHECK (status IN ({allowed}))"))
+        if existing_status != "pending":
+            out.append(text(f"UPDATE {target} SET status = :status").bindparams(status=existing_status))
+    elif "lease_owner" in present:  # 0.x: rows it left running lose their lease with the column
+        out.append(text(f"UPDATE {target} SET status = 'pending' WHERE status = 'running'"))
+    return out
+
+
+def _retired_steps(name: str, schema: str | None, present: set[str], indexes: set[str | None]) -> list[Any]:
+    """Drop the indexes and columns of earlier releases."""
+    out: list[Any] = []
+    # 0.x indexed name alone, and pending ids and running leases; the claim index leads with name
+    for retired in (derived_name("ix_", name, "_pending"), derived_name("ix_", name, "_running_lease")):
+        if retired in indexes:
+            out.append(text(f"DROP INDEX {qualified(retired, schema)}"))
+    if derived_name("ix_", name, "_name") in indexes:
+        out.append(text(f"DROP INDEX {qualified(derived_name('ix_', name, '_name'), schema)}"))
+    for retired_column in RETIRED_COLUMNS:
+        if retired_column in present:
+            out.append(text(f"ALTER TABLE {qualified(name, schema)} DROP COLUMN {quote_ident(retired_column)}"))
+    return out
+
+
+def _index_and_table_steps(insp: Any, name: str, schema: str | None, indexes: set[str | None]) -> list[Any]:
+    """The claim index, the delivery tables, and any index of an existing delivery table that is missing."""
+    shape = event_table_shape(name, schema)
+    out: list[Any] = [CreateIndex(index) for index in shape.indexes if index.name not in indexes]
+    for table in delivery_tables(shape, shape.metadata).all():
+        if not insp.has_table(table.name, schema=schema):
+            out.append(CreateTable(table))
+            out.extend(CreateIndex(ix) for ix in table.indexes)
+            continue
+        have = {ix["name"] for ix in insp.get_indexes(table.name, schema=schema)}
+        out.extend(CreateIndex(ix) for ix in table.indexes if ix.name not in have)
+    return out
+
+
 def upgrade_statements(conn: Connection, op: UpgradeEventsTableOp) -> list[Any]:
     """What the upgrade of ``op``'s table runs on ``conn``'s database, in order (empty when it is up to date)."""
     name, schema = op.table_name, op.schema
@@ -82,43 +135,12 @@ def upgrade_statements(conn: Connection, op: UpgradeEventsTableOp) -> list[Any]:
     present = {c["name"] for c in insp.get_columns(name, schema=schema)}
     if not {"id", "name"} <= present:
         raise SchemaError(f"the events table {label} needs an id and a name column to be upgraded")
-    shape = event_table_shape(name, schema)
-    target = label
-    out: list[Any] = []
-    had_status = "status" in present
-    for col in DELIVERY_COLUMNS:
-        if col in present:
-            continue
-        if col == "txid":
-            out.append(("add_column", _column(shape.c.txid, text("0"))))
-            out.append(text(f"ALTER TABLE {target} ALTER COLUMN txid SET DEFAULT {TXID_DEFAULT}"))
-        else:
-            out.append(("add_column", _column(shape.c[col])))
-    if not had_status:
-        allowed = ", ".join(f"'{s.value}'" for s in EventStatus)
-        check = quote_ident(derived_name("ck_", name, "_status"))
-        out.append(text(f"ALTER TABLE {target} ADD CONSTRAINT {check} CHECK (status IN ({allowed}))"))
-        if op.existing_status != "pending":
-            out.append(text(f"UPDATE {target} SET status = :status").bindparams(status=op.existing_status))
-    elif "lease_owner" in present:  # 0.x: rows it left running lose their lease with the column
-        out.append(text(f"UPDATE {target} SET status = 'pending' WHERE status = 'running'"))
     indexes = {ix["name"] for ix in insp.get_indexes(name, schema=schema)}
-    for retired in (derived_name("ix_", name, "_pending"), derived_name("ix_", name, "_running_lease")):
-        if retired in indexes:
-            out.append(text(f"DROP INDEX {qualified(retired, schema)}"))
-    if derived_name("ix_", name, "_name") in indexes:  # 0.x indexed name alone; the claim index leads with it
-        out.append(text(f"DROP INDEX {qualified(derived_name('ix_', name, '_name'), schema)}"))
-    for retired_column in RETIRED_COLUMNS:
-        if retired_column in present:
-            out.append(text(f"ALTER TABLE {target} DROP COLUMN {quote_ident(retired_column)}"))
-    for index in shape.indexes:
-        if index.name not in indexes:
-            out.append(CreateIndex(index))
-    for table in delivery_tables(shape, shape.metadata).all():
-        if not insp.has_table(table.name, schema=schema):
-            out.append(CreateTable(table))
-            out.extend(CreateIndex(ix) for ix in table.indexes)
-    return out
+    return [
+        *_column_steps(name, schema, present, op.existing_status),
+        *_retired_steps(name, schema, present, indexes),
+        *_index_and_table_steps(insp, name, schema, indexes),
+    ]
 
 
 @Operations.implementation_for(UpgradeEventsTableOp)

@@ -23,7 +23,7 @@ from datetime import datetime
 from threading import Lock
 from typing import Any, TextIO
 
-from sqlalchemy import BigInteger, DateTime, Identity, Text, func, select
+from sqlalchemy import BigInteger, DateTime, Engine, Identity, Text, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -249,11 +249,8 @@ def run_demo(
             embedded.close()
 
 
-def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: float) -> DemoSummary:
-    suffix = uuid.uuid4().hex[:10]
-    base, user_model, event_model = _models(suffix)
-    engine = engine_from_url(url)
-    tracker = _Tracker()
+def _server(engine: Engine, event_model: type[Any], tracker: _Tracker) -> Server:
+    """The demo's Server: two handlers for ``user_signed_up``, short backoff, a fast safety-net poll."""
     welcome, credits = _handlers(tracker)
     conf = NotifiedConfig(
         pool_size=8,
@@ -263,64 +260,70 @@ def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: flo
         channel_select_timeout=0.5,  # the safety-net poll; notifications do the work
         shutdown_timeout=5.0,
     )
-    channel = event_model.__notify_channel__
-    server = Server(channel, engine, conf, model=event_model)
+    server = Server(event_model.__notify_channel__, engine, conf, model=event_model)
     server.register_handler("user_signed_up", welcome, key="send_welcome_email")
     server.register_handler("user_signed_up", credits, key="grant_trial_credits")
-    bar = ProgressBar(total, progress) if progress is not None else None
-    dead_index = total // 2
-    created = False
-    try:
-        base.metadata.create_all(engine)
-        created = True
-        version = ".".join(str(v) for v in (engine.dialect.server_version_info or ())[:2])
-        server.start()
-        logger.info("demo started", extra={"table": event_model.__tablename__, "channel": channel, "events": total})
-        if not server.wait_ready(30):
-            raise DemoError("the Server did not become ready within 30 s")
-        if progress is not None:
-            progress.write(
-                f"PostgreSQL {version} ready; a Server listens on channel {channel!r}; publishing {total} signups\n"
-            )
+    return server
 
-        def counts() -> tuple[int, int, int]:
-            stats = server.stats
-            return stats["succeeded"] + stats["dead"], stats["retried"], stats["dead"]
 
-        started = time.perf_counter()
-        for i in range(total):
-            email = f"nobody@{_BOUNCE_DOMAIN}" if i == dead_index else f"user{i}@example.com"
-            with Session(engine) as session:
-                user = user_model(email=email)
+class _Demo:
+    """One run: publish ``total`` signups through ``server``, wait until each is handled, summarise the table."""
+
+    def __init__(
+        self, engine: Engine, models: tuple[type[Any], type[Any]], total: int, progress: TextIO | None
+    ) -> None:
+        self.engine = engine
+        self.user_model, self.event_model = models
+        self.total = total
+        self.tracker = _Tracker()
+        self.server = _server(engine, self.event_model, self.tracker)
+        self.bar = ProgressBar(total, progress) if progress is not None else None
+
+    def counts(self) -> tuple[int, int, int]:
+        """Handled (succeeded or dead), retried and dead so far, from the server's counters."""
+        stats = self.server.stats
+        return stats["succeeded"] + stats["dead"], stats["retried"], stats["dead"]
+
+    def publish(self) -> None:
+        """Each signup commits a user and its event in one transaction; the middle one's email bounces."""
+        for i in range(self.total):
+            email = f"nobody@{_BOUNCE_DOMAIN}" if i == self.total // 2 else f"user{i}@example.com"
+            with Session(self.engine) as session:
+                user = self.user_model(email=email)
                 session.add(user)
                 session.flush()  # the user's id, for the event's payload
-                event = event_model(name="user_signed_up", payload={"user_id": user.id, "email": email})
+                event = self.event_model(name="user_signed_up", payload={"user_id": user.id, "email": email})
                 session.add(event)
                 session.flush()
-                tracker.commit_called(event.id)
+                self.tracker.commit_called(event.id)
                 session.commit()
-            if bar is not None:
-                handled, retries, dead = counts()
-                bar.update(handled, i + 1, retries, dead)
+            if self.bar is not None:
+                self.bar.update(*self._shown(i + 1))
+
+    def _shown(self, published: int) -> tuple[int, int, int, int]:
+        handled, retries, dead = self.counts()
+        return handled, published, retries, dead
+
+    def wait_handled(self, timeout: float) -> None:
+        """Until every event is handled; a DemoError if the server stopped or ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         while True:
-            handled, retries, dead = counts()
-            if bar is not None:
-                bar.update(handled, total, retries, dead, force=handled >= total)
-            if handled >= total:
-                break
-            if server.stopped:
+            handled, retries, dead = self.counts()
+            if self.bar is not None:
+                self.bar.update(handled, self.total, retries, dead, force=handled >= self.total)
+            if handled >= self.total:
+                return
+            if self.server.stopped:
                 raise DemoError("the Server stopped before every event was handled; rerun with --log-level info")
             if time.monotonic() > deadline:
-                raise DemoError(f"only {handled} of {total} events were handled within {timeout:.0f} s")
+                raise DemoError(f"only {handled} of {self.total} events were handled within {timeout:.0f} s")
             time.sleep(_REFRESH_SECONDS)
-        elapsed = time.perf_counter() - started
-        if bar is not None:
-            bar.close()
-        server.stop()
 
-        status = table_status(engine, event_model)
-        with Session(engine) as session:
+    def summary(self, elapsed: float, where: str, version: str) -> DemoSummary:
+        """What the table says once the server stopped: counts, retried and dead events, latencies."""
+        event_model = self.event_model
+        status = table_status(self.engine, event_model)
+        with Session(self.engine) as session:
             retried = session.scalars(select(event_model).where(event_model.attempts > 1)).all()
             dead_rows = session.scalars(select(event_model).where(event_model.status == EventStatus.DEAD)).all()
             dead_events = [
@@ -333,10 +336,10 @@ def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: flo
                 for e in dead_rows
             ]
             retried_ok = sum(1 for e in retried if e.status == EventStatus.SUCCEEDED)
-        latencies = tracker.latencies_ms()
+        latencies = self.tracker.latencies_ms()
         succeeded = status.by_status.get(EventStatus.SUCCEEDED.value, 0)
         return DemoSummary(
-            published=total,
+            published=self.total,
             handled=succeeded + status.dead,
             succeeded=succeeded,
             dead=status.dead,
@@ -346,11 +349,40 @@ def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: flo
             latency_p99_ms=round(_percentile(latencies, 99), 3),
             elapsed_seconds=round(elapsed, 3),
             table=event_model.__tablename__,
-            channel=channel,
+            channel=event_model.__notify_channel__,
             database=where,
             server_version=version,
             dead_events=dead_events,
         )
+
+
+def _run(url: str, where: str, total: int, progress: TextIO | None, timeout: float) -> DemoSummary:
+    base, user_model, event_model = _models(uuid.uuid4().hex[:10])
+    engine = engine_from_url(url)
+    demo = _Demo(engine, (user_model, event_model), total, progress)
+    server = demo.server
+    created = False
+    try:
+        base.metadata.create_all(engine)
+        created = True
+        version = ".".join(str(v) for v in (engine.dialect.server_version_info or ())[:2])
+        server.start()
+        channel = event_model.__notify_channel__
+        logger.info("demo started", extra={"table": event_model.__tablename__, "channel": channel, "events": total})
+        if not server.wait_ready(30):
+            raise DemoError("the Server did not become ready within 30 s")
+        if progress is not None:
+            progress.write(
+                f"PostgreSQL {version} ready; a Server listens on channel {channel!r}; publishing {total} signups\n"
+            )
+        started = time.perf_counter()
+        demo.publish()
+        demo.wait_handled(timeout)
+        elapsed = time.perf_counter() - started
+        if demo.bar is not None:
+            demo.bar.close()
+        server.stop()
+        return demo.summary(elapsed, where, version)
     finally:
         try:
             server.stop()

@@ -123,6 +123,95 @@ def _group_fk(groups: Table) -> ForeignKey:
     return ForeignKey(groups.c.name, ondelete="CASCADE")
 
 
+def _groups_table(md: MetaData, name: str, base: str, schema: str | None) -> Table:
+    return Table(
+        name,
+        md,
+        Column("name", Text, primary_key=True),
+        Column("start_from", String(16), nullable=False),
+        Column("origin_xid", BigInteger, nullable=False),
+        Column("origin_waiting", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        CheckConstraint("start_from IN ('now', 'beginning')", name=conv(derived_name("ck_", base, "__groups_start"))),
+        schema=schema,
+    )
+
+
+def _cursors_table(md: MetaData, name: str, groups: Table) -> Table:
+    return Table(
+        name,
+        md,
+        Column("group_name", Text, _group_fk(groups), primary_key=True),
+        Column("event_name", Text, primary_key=True),
+        Column("position_xid", BigInteger, nullable=False),
+        Column("position_id", BigInteger, nullable=False),
+        Column("waiting_xids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+        Column("waiting_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+        schema=groups.schema,
+    )
+
+
+def _leases_table(md: MetaData, name: str, groups: Table) -> Table:
+    return Table(
+        name,
+        md,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("group_name", Text, _group_fk(groups), nullable=False),
+        Column("owner", Text, nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
+        Column("event_ids", ARRAY(BigInteger), nullable=False),
+        Column("attempts", ARRAY(Integer), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        schema=groups.schema,
+    )
+
+
+def _deliveries_table(md: MetaData, name: str, base: str, groups: Table) -> Table:
+    allowed = ", ".join(f"'{s}'" for s in DELIVERY_STATUSES)
+    deliveries = Table(
+        name,
+        md,
+        Column("group_name", Text, _group_fk(groups), primary_key=True),
+        Column("event_id", BigInteger, primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("results", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("last_error", Text),
+        Column("processed_at", DateTime(timezone=True)),
+        CheckConstraint(f"status IN ({allowed})", name=conv(derived_name("ck_", base, "__deliveries_status"))),
+        schema=groups.schema,
+    )
+    Index(  # due retries and hand-overs, for the claim
+        conv(derived_name("ix_", base, "__deliveries_due")),
+        deliveries.c.group_name,
+        deliveries.c.available_at,
+        postgresql_where=deliveries.c.status == "pending",
+    )
+    Index(  # succeeded records past their retention, for pruning
+        conv(derived_name("ix_", base, "__deliveries_done")),
+        deliveries.c.group_name,
+        deliveries.c.processed_at,
+        postgresql_where=deliveries.c.status == "succeeded",
+    )
+    return deliveries
+
+
+def _servers_table(md: MetaData, name: str, groups: Table) -> Table:
+    return Table(
+        name,
+        md,
+        Column("owner", Text, primary_key=True),
+        Column("group_name", Text, _group_fk(groups), nullable=False),
+        Column("handlers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("stopped_at", DateTime(timezone=True)),
+        schema=groups.schema,
+    )
+
+
 def delivery_tables(events: Table, metadata: MetaData | None = None) -> DeliveryTables:
     """The delivery tables for ``events``, declared on ``metadata`` (a private MetaData when None).
 
@@ -135,78 +224,11 @@ def delivery_tables(events: Table, metadata: MetaData | None = None) -> Delivery
     existing = {part: md.tables.get(f"{schema}.{name}" if schema else name) for part, name in names.items()}
     if all(table is not None for table in existing.values()):
         return DeliveryTables(*(existing[part] for part in _PARTS))  # type: ignore[arg-type]
-    base = events.name
-    groups = Table(
-        names["groups"],
-        md,
-        Column("name", Text, primary_key=True),
-        Column("start_from", String(16), nullable=False),
-        Column("origin_xid", BigInteger, nullable=False),
-        Column("origin_waiting", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        CheckConstraint("start_from IN ('now', 'beginning')", name=conv(derived_name("ck_", base, "__groups_start"))),
-        schema=schema,
+    groups = _groups_table(md, names["groups"], events.name, schema)
+    return DeliveryTables(
+        groups,
+        _cursors_table(md, names["cursors"], groups),
+        _leases_table(md, names["leases"], groups),
+        _deliveries_table(md, names["deliveries"], events.name, groups),
+        _servers_table(md, names["servers"], groups),
     )
-    cursors = Table(
-        names["cursors"],
-        md,
-        Column("group_name", Text, _group_fk(groups), primary_key=True),
-        Column("event_name", Text, primary_key=True),
-        Column("position_xid", BigInteger, nullable=False),
-        Column("position_id", BigInteger, nullable=False),
-        Column("waiting_xids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
-        Column("waiting_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
-        schema=schema,
-    )
-    leases = Table(
-        names["leases"],
-        md,
-        Column("id", BigInteger, Identity(always=True), primary_key=True),
-        Column("group_name", Text, _group_fk(groups), nullable=False),
-        Column("owner", Text, nullable=False),
-        Column("expires_at", DateTime(timezone=True), nullable=False),
-        Column("event_ids", ARRAY(BigInteger), nullable=False),
-        Column("attempts", ARRAY(Integer), nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        schema=schema,
-    )
-    allowed = ", ".join(f"'{s}'" for s in DELIVERY_STATUSES)
-    deliveries = Table(
-        names["deliveries"],
-        md,
-        Column("group_name", Text, _group_fk(groups), primary_key=True),
-        Column("event_id", BigInteger, primary_key=True),
-        Column("name", Text, nullable=False),
-        Column("status", String(16), nullable=False),
-        Column("attempts", Integer, nullable=False, server_default=text("0")),
-        Column("available_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("results", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("last_error", Text),
-        Column("processed_at", DateTime(timezone=True)),
-        CheckConstraint(f"status IN ({allowed})", name=conv(derived_name("ck_", base, "__deliveries_status"))),
-        schema=schema,
-    )
-    Index(
-        conv(derived_name("ix_", base, "__deliveries_due")),
-        deliveries.c.group_name,
-        deliveries.c.available_at,
-        postgresql_where=deliveries.c.status == "pending",
-    )
-    Index(
-        conv(derived_name("ix_", base, "__deliveries_done")),
-        deliveries.c.group_name,
-        deliveries.c.processed_at,
-        postgresql_where=deliveries.c.status == "succeeded",
-    )
-    servers = Table(
-        names["servers"],
-        md,
-        Column("owner", Text, primary_key=True),
-        Column("group_name", Text, _group_fk(groups), nullable=False),
-        Column("handlers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("stopped_at", DateTime(timezone=True)),
-        schema=schema,
-    )
-    return DeliveryTables(groups, cursors, leases, deliveries, servers)

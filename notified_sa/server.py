@@ -8,21 +8,19 @@ This module is the facade: handler registration, configuration, the life cycle (
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 import uuid
 from collections.abc import Callable
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine
 
-from ._engines import engine_from_url
 from ._identifiers import check_channel
+from ._signals import install_stop_handlers
 from .binding import TableBinding, bind_table
 from .client import NotifyClient
 from .config import NotifiedConfig
@@ -30,9 +28,8 @@ from .core.backoff import RECONNECT, Backoff
 from .core.handlers import HandlerRegistry, check_event_name
 from .core.stats import Stats
 from .errors import ServerError
-from .models import DELIVERY_COLUMNS, EventMixin
 from .schema import DEFAULT_GROUP, check_group, resolve_start_from
-from .startup import check_handlers, check_triggers
+from .startup import check_engine, check_handlers, check_model, check_seed_mode, check_triggers
 from .threaded.runtime import ThreadedRuntime
 from .threaded.workers import in_worker
 
@@ -41,47 +38,6 @@ __all__ = ["Server"]
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _check_engine(bind: object) -> tuple[Engine, bool]:
-    """The Engine to use and whether the Server owns it; a clear TypeError for what cannot work."""
-    if isinstance(bind, str):
-        engine = engine_from_url(bind)
-        owned = True
-    elif isinstance(bind, Engine):
-        engine, owned = bind, False
-    elif hasattr(bind, "sync_engine"):
-        raise TypeError(
-            "Server runs on a sync Engine and this is an AsyncEngine; use notified_sa.asyncio.AsyncServer with it, "
-            "or pass async_engine.sync_engine"
-        )
-    else:
-        raise TypeError(f"bind must be a SQLAlchemy Engine or a database URL, got {type(bind).__name__}")
-    if engine.dialect.is_async:
-        if owned:
-            engine.dispose()
-        raise TypeError(
-            f"the {engine.dialect.driver!r} driver is asyncio-only and Server is threaded: use "
-            "notified_sa.asyncio.AsyncServer, or a postgresql+psycopg2:// or postgresql+psycopg:// URL"
-        )
-    return engine, owned
-
-
-def _check_model(model: object) -> type[Any] | None:
-    if model is None:
-        return None
-    table = getattr(model, "__table__", None)
-    if not isinstance(model, type) or not isinstance(table, Table):
-        raise TypeError(f"model must be an EventMixin model class (a mapped declarative class), got {model!r}")
-    if not issubclass(model, EventMixin):
-        missing = [c for c in ("id", "name", *DELIVERY_COLUMNS) if c not in table.c]
-        if missing:
-            raise TypeError(
-                f"model {model.__name__} (table {table.name}) is not an events model: it does not mix in "
-                f"notified_sa.EventMixin and lacks {', '.join(missing)}. Pass the EventMixin model of the events "
-                "table (class Event(EventMixin, Base)), or omit model= to serve a table by name"
-            )
-    return model
 
 
 class Server:
@@ -124,8 +80,8 @@ class Server:
         self.config = conf if conf is not None else NotifiedConfig()
         if not isinstance(self.config, NotifiedConfig):
             raise TypeError(f"conf must be a NotifiedConfig, got {type(self.config).__name__}")
-        self.model = _check_model(model)
-        self.engine, self._owns_engine = _check_engine(bind)
+        self.model = check_model(model)
+        self.engine, self._owns_engine = check_engine(bind)
         self.connection_string: str | None = bind if isinstance(bind, str) else None
         #: The lease owner written on claimed rows: host, process id and a random part.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -216,7 +172,7 @@ class Server:
         Raises :class:`~notified_sa.errors.ServerError` if an internal part failed (after giving back claims).
         """
         runtime = self._prepare()
-        restore = self._install_signal_handlers()
+        restore = install_stop_handlers(self.shutdown)
         try:
             self._run(runtime)
         finally:
@@ -285,7 +241,7 @@ class Server:
                 if not self.config.poll_only:
                     check_triggers(conn, binding, self.channel, poll_every=self.config.channel_select_timeout)
                 check_handlers(conn, binding, self._registry.names())
-            self._warn_seed_mode(binding)
+            check_seed_mode(binding, self.config)
             self._binding = binding
             runtime = ThreadedRuntime(
                 engine=self.engine,
@@ -321,26 +277,6 @@ class Server:
         )
         return runtime
 
-    def _warn_seed_mode(self, binding: TableBinding) -> None:
-        if binding.durable:
-            return
-        if self.config.poll_only:
-            from .errors import SchemaError
-
-            raise SchemaError(
-                f"poll_only is set, but the table {binding.label} has no delivery columns "
-                f"({', '.join(binding.missing)}): such a table learns of events only from notifications, so nothing "
-                "would ever be handled. Add the delivery columns (EventMixin) or turn poll_only off"
-            )
-        logger.warning(
-            "the table %s has no delivery columns (%s): events are served as notified 0.1.0 served them, "
-            "at-most-once: an event whose notification is missed (server down, connection lost) is never "
-            "handled, and outcomes are only logged. Use notified_sa.EventMixin for durable delivery",
-            binding.label,
-            ", ".join(binding.missing),
-            extra={"table": binding.table.name, "missing_columns": list(binding.missing)},
-        )
-
     def _run(self, runtime: ThreadedRuntime) -> None:
         try:
             runtime.dispatcher.run()
@@ -359,24 +295,3 @@ class Server:
             self.engine.dispose()
         logger.info("server stopped", extra={"channel": self.channel, **self._stats.snapshot()})
         self._stopped.set()
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            logger.info("signal %s: shutting down (send it again to stop at once)", signal.Signals(signum).name)
-            self.shutdown()
-            # a second signal gets the default behaviour: KeyboardInterrupt for SIGINT, termination for SIGTERM
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-
-        for sig in previous:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                with contextlib.suppress(ValueError, TypeError):
-                    signal.signal(sig, handler)
-
-        return restore

@@ -1,5 +1,8 @@
 """Checks a Server runs once at start, to say early what would otherwise fail silently later.
 
+* Its arguments: an Engine (or URL) it can run on, an events model.
+* A table without delivery columns (the seed's): refused with ``poll_only``, else served at-most-once, said so.
+
 * The notify trigger: is there one, is it notified-sa's, does it send on the server's channel, does an old
   hand-written trigger notify a second time, and can a table without delivery columns be served with it at all
   (a statement-level trigger sends only the highest id of each INSERT: such a table is refused).
@@ -13,15 +16,19 @@ import difflib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, Table, text
 
 from . import queries
+from ._engines import engine_from_url
 from .binding import TableBinding
+from .config import NotifiedConfig
 from .ddl import TRIGGER_NAME, NotifyTrigger
 from .errors import SchemaError
+from .models import DELIVERY_COLUMNS, EventMixin
 
-__all__ = ["check_handlers", "check_triggers"]
+__all__ = ["check_engine", "check_handlers", "check_model", "check_seed_mode", "check_triggers"]
 
 logger = logging.getLogger("notified_sa.server")
 
@@ -146,3 +153,66 @@ def check_handlers(conn: Connection, binding: TableBinding, names: Sequence[str]
             hint,
             extra={"table": table.name, "event_name": row.name, "pending": row.n},
         )
+
+
+def check_engine(bind: object) -> tuple[Engine, bool]:
+    """The Engine to use and whether the Server owns it; a clear TypeError for what cannot work."""
+    if isinstance(bind, str):
+        engine = engine_from_url(bind)
+        owned = True
+    elif isinstance(bind, Engine):
+        engine, owned = bind, False
+    elif hasattr(bind, "sync_engine"):
+        raise TypeError(
+            "Server runs on a sync Engine and this is an AsyncEngine; use notified_sa.asyncio.AsyncServer with it, "
+            "or pass async_engine.sync_engine"
+        )
+    else:
+        raise TypeError(f"bind must be a SQLAlchemy Engine or a database URL, got {type(bind).__name__}")
+    if engine.dialect.is_async:
+        if owned:
+            engine.dispose()
+        raise TypeError(
+            f"the {engine.dialect.driver!r} driver is asyncio-only and Server is threaded: use "
+            "notified_sa.asyncio.AsyncServer, or a postgresql+psycopg2:// or postgresql+psycopg:// URL"
+        )
+    return engine, owned
+
+
+def check_model(model: object) -> type[Any] | None:
+    """The EventMixin model class (or None); a clear TypeError for anything else."""
+    if model is None:
+        return None
+    table = getattr(model, "__table__", None)
+    if not isinstance(model, type) or not isinstance(table, Table):
+        raise TypeError(f"model must be an EventMixin model class (a mapped declarative class), got {model!r}")
+    if not issubclass(model, EventMixin):
+        missing = [c for c in ("id", "name", *DELIVERY_COLUMNS) if c not in table.c]
+        if missing:
+            raise TypeError(
+                f"model {model.__name__} (table {table.name}) is not an events model: it does not mix in "
+                f"notified_sa.EventMixin and lacks {', '.join(missing)}. Pass the EventMixin model of the events "
+                "table (class Event(EventMixin, Base)), or omit model= to serve a table by name"
+            )
+    return model
+
+
+def check_seed_mode(binding: TableBinding, config: NotifiedConfig) -> None:
+    """A table without delivery columns: refused with ``poll_only`` (nothing would ever be handled), else served
+    as the seed served it, with a warning that says what that means."""
+    if binding.durable:
+        return
+    if config.poll_only:
+        raise SchemaError(
+            f"poll_only is set, but the table {binding.label} has no delivery columns "
+            f"({', '.join(binding.missing)}): such a table learns of events only from notifications, so nothing "
+            "would ever be handled. Add the delivery columns (EventMixin) or turn poll_only off"
+        )
+    logger.warning(
+        "the table %s has no delivery columns (%s): events are served as notified 0.1.0 served them, "
+        "at-most-once: an event whose notification is missed (server down, connection lost) is never "
+        "handled, and outcomes are only logged. Use notified_sa.EventMixin for durable delivery",
+        binding.label,
+        ", ".join(binding.missing),
+        extra={"table": binding.table.name, "missing_columns": list(binding.missing)},
+    )

@@ -127,3 +127,19 @@ def test_offline_mode_is_refused_with_the_alternative(engine: sa.Engine) -> None
     context = MigrationContext.configure(dialect_name="postgresql", opts={"as_sql": True, "output_buffer": buffer})
     with pytest.raises(SchemaError, match="cannot run in offline mode"):
         Operations(context).upgrade_events_table("jobs")  # type: ignore[attr-defined]
+
+
+def test_delivery_tables_of_an_earlier_build_get_the_indexes_they_lack(engine: sa.Engine) -> None:
+    """Delivery tables created before the succeeded-record index existed get it; then nothing is left to do."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(V0_TABLE)
+    upgrade(engine, "jobs")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_jobs__deliveries_done")
+        steps = upgrade_statements(conn, UpgradeEventsTableOp("jobs"))
+    assert [str(step).split(" ON ")[0].strip() for step in steps] == ["CREATE INDEX ix_jobs__deliveries_done"]
+    upgrade(engine, "jobs")
+    with engine.begin() as conn:
+        assert upgrade_statements(conn, UpgradeEventsTableOp("jobs")) == []
+        names = conn.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs__deliveries'")
+        assert "ix_jobs__deliveries_done" in {row[0] for row in names}

@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from notified_sa.schema import DEFAULT_GROUP, DeliveryTables
 
-from .delivery import _GROUP, _IDS, _LIMIT, _MIN, _NAMES, _Names, _names
+from ._common import _GROUP, _IDS, _LIMIT, _MIN, _NAMES, _Names, _names
 
 __all__ = ["AdminStatements"]
 
@@ -82,25 +82,7 @@ FROM {n.groups} g ORDER BY g.name
         self.requeue_default = self._requeue_default(n)
         self.requeue_named = self._requeue_named(n)
         self.purge_batch = self._purge(n)
-        self.default_counts = text(
-            f"SELECT status, name, count(*) AS n, min(created_at) FILTER (WHERE status = 'pending') AS oldest "
-            f"FROM {n.events} GROUP BY status, name ORDER BY status, name"
-        )
-        self.named_counts = text(
-            f"""
-SELECT d.status, d.name, count(*) AS n FROM {n.deliveries} d
-WHERE d.group_name = :group AND d.status IN ('pending', 'dead')
-GROUP BY d.status, d.name ORDER BY d.status, d.name
-"""
-        ).bindparams(_GROUP)
-        self.named_succeeded = text(
-            f"""
-SELECT e.name, count(*) AS n
-FROM {n.events} e JOIN {n.groups} g ON g.name = :group
-WHERE NOT {_before_origin("g", "e")} AND {_done_named(n, ":group", "e")}
-GROUP BY e.name ORDER BY e.name
-"""
-        ).bindparams(_GROUP)
+        self._counts(n)
         self.untaken = self._untaken(n)
         self.running = text(
             f"""
@@ -132,6 +114,29 @@ WHERE group_name = :group AND event_id = ANY(:ids)
             "WHERE l.group_name = :group AND u.id = ANY(:ids)"
         ).bindparams(_GROUP, _IDS)
         self.group_row = text(f"SELECT * FROM {n.groups} WHERE name = :group").bindparams(_GROUP)
+
+    def _counts(self, n: _Names) -> None:
+        """The statements behind each group's counts by status (``status``): the default group's from the events
+        rows; a named group's from its records, its cursor (succeeded: taken, no record left but ``succeeded``)."""
+        self.default_counts = text(
+            f"SELECT status, name, count(*) AS n, min(created_at) FILTER (WHERE status = 'pending') AS oldest "
+            f"FROM {n.events} GROUP BY status, name ORDER BY status, name"
+        )
+        self.named_counts = text(
+            f"""
+SELECT d.status, d.name, count(*) AS n FROM {n.deliveries} d
+WHERE d.group_name = :group AND d.status IN ('pending', 'dead')
+GROUP BY d.status, d.name ORDER BY d.status, d.name
+"""
+        ).bindparams(_GROUP)
+        self.named_succeeded = text(
+            f"""
+SELECT e.name, count(*) AS n
+FROM {n.events} e JOIN {n.groups} g ON g.name = :group
+WHERE NOT {_before_origin("g", "e")} AND {_done_named(n, ":group", "e")}
+GROUP BY e.name ORDER BY e.name
+"""
+        ).bindparams(_GROUP)
 
     @staticmethod
     def _untaken(n: _Names) -> TextClause:

@@ -19,98 +19,35 @@ retries, hand-overs and dead events in the deliveries table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import BigInteger, Float, Integer, Table, Text, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Float, Table, bindparam, text
 from sqlalchemy.sql.elements import TextClause
 
-from notified_sa._identifiers import qualified, quote_ident
 from notified_sa.schema import DeliveryTables
 
+from ._common import (
+    _BATCH,
+    _CHANNEL,
+    _GRACE,
+    _GROUP,
+    _HANDLERS,
+    _IDS,
+    _LEASE,
+    _LEASES,
+    _LIMIT,
+    _MAX,
+    _MIN,
+    _NAMES,
+    _OWNER,
+    _START,
+    MIN_ID,
+    _leases_after,
+    _Names,
+    _names,
+    _required,
+)
+from .claim import claim_statement
+
 __all__ = ["MIN_ID", "DeliveryStatements"]
-
-#: Smaller than every event id: "nothing of this transaction taken yet".
-MIN_ID = -(2**63)
-
-#: :data:`MIN_ID` in SQL (a bare ``-9223372036854775808`` is read as the negation of a number too large).
-_MIN = "'-9223372036854775808'::bigint"
-
-_GROUP = bindparam("group", type_=Text)
-_OWNER = bindparam("owner", type_=Text)
-_NAMES = bindparam("names", type_=ARRAY(Text))
-_LIMIT = bindparam("limit", type_=Integer)
-_LEASE = bindparam("lease_seconds", type_=Float)
-_GRACE = bindparam("grace", type_=Float)
-_MINE = bindparam("mine", type_=Text)
-_BATCH = bindparam("batch", type_=Text)
-_IDS = bindparam("ids", type_=ARRAY(BigInteger))
-_LEASES = bindparam("leases", type_=ARRAY(BigInteger))
-_MAX = bindparam("max_attempts", type_=Integer)
-_START = bindparam("start_from", type_=Text)
-_HANDLERS = bindparam("handlers", type_=Text)
-_CHANNEL = bindparam("channel", type_=Text)
-
-
-@dataclass(frozen=True)
-class _Names:
-    events: str
-    id: str
-    groups: str
-    cursors: str
-    leases: str
-    deliveries: str
-    servers: str
-    columns: str
-
-
-def _names(events: Table, id_column: str, tables: DeliveryTables) -> _Names:
-    def q(table: Table) -> str:
-        return qualified(table.name, table.schema)
-
-    return _Names(
-        events=q(events),
-        id=quote_ident(id_column),
-        groups=q(tables.groups),
-        cursors=q(tables.cursors),
-        leases=q(tables.leases),
-        deliveries=q(tables.deliveries),
-        servers=q(tables.servers),
-        columns=", ".join(f"e.{quote_ident(c.name)}" for c in events.c),
-    )
-
-
-def _required(n: _Names, name: str) -> str:
-    """Handler keys the group's running servers register for event name ``name``.
-
-    A server that stopped cleanly is not waited for; one that vanished (killed, partitioned) is, until it has not
-    been seen for the handler grace period (``handler_grace``).
-    """
-    return (
-        f"SELECT k.key FROM {n.servers} s CROSS JOIN LATERAL jsonb_array_elements_text(s.handlers -> {name}) AS k(key) "
-        "WHERE s.group_name = :group AND s.stopped_at IS NULL AND s.seen_at > now() - :grace * interval '1 second'"
-    )
-
-
-def _leases_after(n: _Names, removed: str) -> str:
-    """CTEs ``remaining``, ``shrunk``, ``emptied``: take the ``removed`` (lease, id) pairs out of their leases."""
-    return f"""
-remaining AS MATERIALIZED (
-    SELECT h.id,
-           coalesce(array_agg(u.e ORDER BY u.o) FILTER (WHERE r.id IS NULL), '{{}}') AS ids,
-           coalesce(array_agg(u.a ORDER BY u.o) FILTER (WHERE r.id IS NULL), '{{}}') AS attempts
-    FROM held h
-    CROSS JOIN LATERAL unnest(h.event_ids, h.attempts) WITH ORDINALITY AS u(e, a, o)
-    LEFT JOIN {removed} r ON r.lease = h.id AND r.id = u.e
-    GROUP BY h.id
-),
-shrunk AS (
-    UPDATE {n.leases} l SET event_ids = r.ids, attempts = r.attempts
-    FROM remaining r WHERE l.id = r.id AND cardinality(r.ids) > 0 AND cardinality(r.ids) < cardinality(l.event_ids)
-),
-emptied AS (
-    DELETE FROM {n.leases} l USING remaining r WHERE l.id = r.id AND cardinality(r.ids) = 0
-)"""
 
 
 class DeliveryStatements:
@@ -126,7 +63,7 @@ class DeliveryStatements:
         self.ensure_cursors = self._ensure_cursors(n)
         self.register = self._register(n)
         self.stopped = text(f"UPDATE {n.servers} SET stopped_at = now() WHERE owner = :owner").bindparams(_OWNER)
-        self.claim = self._claim(n, default)
+        self.claim = claim_statement(n, default)
         self.complete = self._complete(n)
         self.renew = self._renew(n)
         self.release = self._release(n)
@@ -185,149 +122,32 @@ ON CONFLICT (owner) DO UPDATE SET group_name = EXCLUDED.group_name, handlers = E
 
     # ------------------------------------------------------------------ claim
 
-    @staticmethod
-    def _claim(n: _Names, default: bool) -> TextClause:
-        """Claim up to :limit events (retries first, then the cursors' new events), as one lease; return them.
-
-        For the default group, whose outcome is the events row's own status, a row the cursor reaches already
-        decided (``succeeded`` or ``dead``: a table upgraded from an earlier release, or a row changed by hand) is
-        passed over, not leased. So is an event not due yet (``available_at`` later: scheduled), which waits in the
-        deliveries table as a retry does. Both are returned with a null ``_nsa_lease`` so that the caller counts
-        them as looked at (the claim was full, more may wait), runs nothing, and wakes when a deferred one is due
-        (``_nsa_done`` carries ``due_in``, seconds by the database's clock, so the clocks of the hosts never
-        matter).
-        """
-        decided = "f.status IN ('succeeded', 'dead')" if default else "false"
-        # An event published with a later available_at (scheduled) is not run before then: the cursor passes it
-        # and it waits in the deliveries table, as a retry does, until it is due.
-        return text(
-            f"""
-WITH
-cur AS MATERIALIZED (
-    SELECT c.event_name, c.position_xid, c.position_id, c.waiting_xids, c.waiting_ids
-    FROM {n.cursors} c
-    WHERE c.group_name = :group AND c.event_name = ANY(:names)
-    ORDER BY c.event_name
-    FOR NO KEY UPDATE
-),
-snap AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
-wait AS MATERIALIZED (
-    SELECT c.event_name, w.xid, w.after, pg_visible_in_snapshot(w.xid::text::xid8, snap.s) AS finished
-    FROM cur c CROSS JOIN snap CROSS JOIN LATERAL unnest(c.waiting_xids, c.waiting_ids) AS w(xid, after)
-),
-wrows AS MATERIALIZED (
-    SELECT w.event_name, w.xid, e.id, e.status, e.available_at
-    FROM wait w CROSS JOIN LATERAL (
-        SELECT e.{n.id} AS id, e.status, e.available_at FROM {n.events} e
-        WHERE e.name = w.event_name AND e.txid = w.xid AND e.{n.id} + 0 > w.after
-        ORDER BY e.{n.id} LIMIT :limit
-    ) e
-    WHERE w.finished
-),
-rrows AS MATERIALIZED (
-    SELECT c.event_name, e.txid AS xid, e.id, e.status, e.available_at
-    FROM cur c CROSS JOIN LATERAL (
-        SELECT e.txid, e.{n.id} AS id, e.status, e.available_at FROM {n.events} e
-        WHERE e.name = c.event_name AND (e.txid, e.{n.id}) > (c.position_xid, c.position_id)
-        ORDER BY e.txid, e.{n.id} LIMIT :limit
-    ) e
-),
-retry AS MATERIALIZED (
-    SELECT d.event_id AS id, d.attempts + 1 AS attempt, d.results
-    FROM {n.deliveries} d
-    WHERE d.group_name = :group AND d.status = 'pending' AND d.available_at <= now() AND d.name = ANY(:names)
-      AND (EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST(:mine AS jsonb) -> d.name) AS k(key)
-                   WHERE (d.results -> k.key ->> 'status') IS DISTINCT FROM 'success')
-           OR NOT EXISTS (SELECT 1 FROM ({_required(n, "d.name")}) AS r
-                          WHERE (d.results -> r.key ->> 'status') IS DISTINCT FROM 'success'))
-    ORDER BY d.available_at, d.event_id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-),
-fresh AS MATERIALIZED (
-    SELECT * FROM (
-        SELECT 0 AS part, event_name, xid, id, status, available_at > now() AS later, available_at FROM wrows
-        UNION ALL
-        SELECT 1, event_name, xid, id, status, available_at > now(), available_at FROM rrows
-    ) u
-    ORDER BY part, xid, id
-    LIMIT greatest(:limit - (SELECT count(*) FROM retry), 0)
-),
-moved AS MATERIALIZED (
-    SELECT c.event_name,
-           coalesce(r.xid, c.position_xid) AS position_xid,
-           coalesce(r.id, c.position_id) AS position_id,
-           k.xids, k.ids
-    FROM cur c
-    LEFT JOIN LATERAL (
-        SELECT f.xid, f.id FROM fresh f WHERE f.part = 1 AND f.event_name = c.event_name
-        ORDER BY f.xid DESC, f.id DESC LIMIT 1
-    ) r ON true
-    CROSS JOIN LATERAL (
-        SELECT coalesce(array_agg(s.xid ORDER BY s.xid), '{{}}') AS xids,
-               coalesce(array_agg(s.after ORDER BY s.xid), '{{}}') AS ids
-        FROM (
-            SELECT w.xid, coalesce(t.last, w.after) AS after
-            FROM wait w
-            CROSS JOIN LATERAL (
-                SELECT max(f.id) AS last, count(*) AS n FROM fresh f
-                WHERE f.part = 0 AND f.event_name = w.event_name AND f.xid = w.xid
-            ) t
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS n FROM wrows x WHERE x.event_name = w.event_name AND x.xid = w.xid
-            ) a
-            WHERE w.event_name = c.event_name AND NOT (w.finished AND a.n < :limit AND t.n = a.n)
-            UNION ALL
-            SELECT x::text::bigint, {_MIN}
-            FROM snap CROSS JOIN LATERAL pg_snapshot_xip(snap.s) AS x
-            WHERE x::text::bigint > c.position_xid AND x::text::bigint < r.xid
-        ) s
-    ) k
-),
-moved_cursors AS (
-    UPDATE {n.cursors} c
-    SET position_xid = m.position_xid, position_id = m.position_id, waiting_xids = m.xids, waiting_ids = m.ids
-    FROM moved m
-    WHERE c.group_name = :group AND c.event_name = m.event_name
-      AND (c.position_xid, c.position_id, c.waiting_xids, c.waiting_ids)
-          IS DISTINCT FROM (m.position_xid, m.position_id, m.xids, m.ids)
-),
-claimed AS MATERIALIZED (
-    SELECT id, attempt, results FROM retry
-    UNION ALL
-    SELECT f.id, 1, '{{}}'::jsonb FROM fresh f WHERE NOT {decided} AND NOT f.later
-),
-deferred AS (
-    INSERT INTO {n.deliveries} (group_name, event_id, name, status, attempts, available_at, results)
-    SELECT :group, f.id, f.event_name, 'pending', 0, f.available_at, '{{}}'::jsonb
-    FROM fresh f WHERE NOT {decided} AND f.later
-    ON CONFLICT (group_name, event_id) DO NOTHING
-),
-lease AS (
-    INSERT INTO {n.leases} (group_name, owner, expires_at, event_ids, attempts)
-    SELECT :group, :owner, now() + :lease_seconds * interval '1 second',
-           array_agg(id ORDER BY id), array_agg(attempt ORDER BY id)
-    FROM claimed HAVING count(*) > 0
-    RETURNING id
-),
-leased_retries AS (
-    UPDATE {n.deliveries} d SET status = 'leased' FROM retry r WHERE d.group_name = :group AND d.event_id = r.id
-)
-SELECT {n.columns}, c.attempt AS _nsa_attempt, c.results AS _nsa_done,
-       CASE WHEN c.leased THEN (SELECT id FROM lease) END AS _nsa_lease
-FROM (
-    SELECT id, attempt, results, true AS leased FROM claimed
-    UNION ALL
-    SELECT f.id, 0,
-           CASE WHEN f.later THEN jsonb_build_object('due_in', extract(epoch FROM f.available_at - now())) END,
-           false
-    FROM fresh f WHERE {decided} OR f.later
-) c JOIN {n.events} e ON e.{n.id} = c.id
-ORDER BY e.{n.id}
-"""
-        ).bindparams(_GROUP, _NAMES, _LIMIT, _OWNER, _LEASE, _GRACE, _MINE)
-
     # ------------------------------------------------------------------ outcomes
+
+    def _record_outcomes(self, n: _Names) -> tuple[str, str]:
+        """CTEs that write the outcomes ``decided`` to the events rows (the default group) or drop a retry's
+        record of an event that succeeded (when none is kept), and the filter of what the deliveries table keeps."""
+        finished = f"""
+finished AS (  -- a retry that succeeded: its row has nothing left to say
+    DELETE FROM {n.deliveries} t USING decided d
+    WHERE t.group_name = :group AND t.event_id = d.id AND d.status = 'succeeded'
+),"""
+        if not self.default:
+            # a named group keeps a succeeded record for succeeded_retention, else the cursor says it all
+            return ("", "") if self.keep_succeeded else (finished, "WHERE d.status <> 'succeeded'")
+        written = f"""
+written AS (
+    UPDATE {n.events} e SET
+        status = CASE d.status WHEN 'waiting' THEN 'pending' ELSE d.status END,
+        attempts = d.attempt,
+        results = d.known,
+        last_error = CASE WHEN d.status IN ('succeeded', 'waiting') THEN NULL ELSE coalesce(d.error, e.last_error) END,
+        available_at = CASE WHEN d.status = 'pending' THEN now() + d.delay * interval '1 second'
+                            ELSE e.available_at END,
+        processed_at = CASE WHEN d.status IN ('succeeded', 'dead') THEN now() END
+    FROM decided d WHERE e.{n.id} = d.id
+),"""
+        return written + "\n" + finished, "WHERE d.status <> 'succeeded'"
 
     def _complete(self, n: _Names) -> TextClause:
         """Write a batch of outcomes (JSON records), fenced by their leases; return the ids written.
@@ -342,32 +162,7 @@ ORDER BY e.{n.id}
             if self.default
             else f"LEFT JOIN {n.deliveries} d ON d.group_name = :group AND d.event_id = f.id"
         )
-        finished = f"""
-finished AS (  -- a retry that succeeded: its row has nothing left to say
-    DELETE FROM {n.deliveries} t USING decided d
-    WHERE t.group_name = :group AND t.event_id = d.id AND d.status = 'succeeded'
-),"""
-        if self.default:
-            record = f"""
-written AS (
-    UPDATE {n.events} e SET
-        status = CASE d.status WHEN 'waiting' THEN 'pending' ELSE d.status END,
-        attempts = d.attempt,
-        results = d.known,
-        last_error = CASE WHEN d.status IN ('succeeded', 'waiting') THEN NULL ELSE coalesce(d.error, e.last_error) END,
-        available_at = CASE WHEN d.status = 'pending' THEN now() + d.delay * interval '1 second'
-                            ELSE e.available_at END,
-        processed_at = CASE WHEN d.status IN ('succeeded', 'dead') THEN now() END
-    FROM decided d WHERE e.{n.id} = d.id
-),
-{finished}"""
-            kept_where = "WHERE d.status <> 'succeeded'"
-        elif not self.keep_succeeded:  # the cursor says it succeeded: nothing to keep
-            record = finished
-            kept_where = "WHERE d.status <> 'succeeded'"
-        else:
-            record = ""
-            kept_where = ""
+        record, kept_where = self._record_outcomes(n)
         return text(
             f"""
 WITH

@@ -77,6 +77,34 @@ def run_job(job: Job, policy: DeliveryPolicy) -> Outcome:
     return run.outcome()
 
 
+def _delivery(
+    *,
+    engine: Engine,
+    channel: str,
+    config: NotifiedConfig,
+    registry: HandlerRegistry,
+    binding: TableBinding,
+    owner: str,
+    group: str,
+    start_from: str,
+    stats: Stats,
+) -> Delivery:
+    """Durable delivery to ``group`` for a table with the delivery columns, else the seed's notify-only mode."""
+    if not binding.durable:
+        return NotifyOnlyDelivery(binding, registry, channel=channel, stats=stats, dialect=engine.dialect)
+    settings = GroupSettings(
+        group=group,
+        start_from=start_from,
+        owner=owner,
+        channel=channel,
+        lease_seconds=config.lease_seconds,
+        max_attempts=config.max_attempts,
+        handler_grace=config.handler_grace,
+        succeeded_retention=config.succeeded_retention,
+    )
+    return DurableDelivery(binding, registry, settings, stats=stats, dialect=engine.dialect)
+
+
 class ThreadedRuntime:
     """The parts of a running threaded Server (see the module docstring)."""
 
@@ -110,24 +138,25 @@ class ThreadedRuntime:
         prepare = not config.poll_only
         self.dispatch_conn = DedicatedConnection(engine, "notified-sa dispatcher", DISPATCHER_SETTINGS, prepare=prepare)
         self.complete_conn = DedicatedConnection(engine, "notified-sa completer", prepare=prepare)
-        self.delivery: Delivery
-        if durable:
-            settings = GroupSettings(
-                group=group,
-                start_from=start_from,
-                owner=owner,
-                channel=channel,
-                lease_seconds=config.lease_seconds,
-                max_attempts=config.max_attempts,
-                handler_grace=config.handler_grace,
-                succeeded_retention=config.succeeded_retention,
-            )
-            self.delivery = DurableDelivery(binding, registry, settings, stats=stats, dialect=engine.dialect)
-        else:
-            self.delivery = NotifyOnlyDelivery(binding, registry, channel=channel, stats=stats, dialect=engine.dialect)
+        self.delivery = _delivery(
+            engine=engine,
+            channel=channel,
+            config=config,
+            registry=registry,
+            binding=binding,
+            owner=owner,
+            group=group,
+            start_from=start_from,
+            stats=stats,
+        )
         self.pool = WorkerPool(config.pool_size, self._run, self.supervisor)
         self.completer = Completer(self._write, self._on_written, self.supervisor) if durable else None
         self.listener = None if config.poll_only else Listener(engine, channel, config.channel_select_timeout)
+        self.dispatcher = self._dispatcher(channel, ready, reconnect_backoff)
+
+    def _dispatcher(self, channel: str, ready: threading.Event, reconnect_backoff: Backoff) -> Dispatcher:
+        """The dispatch decisions and the dispatcher thread's loop that acts on them."""
+        config = self.config
         self.dispatch = Dispatch(
             poll_every=config.channel_select_timeout,
             renew_every=self.policy.renew_every,
@@ -137,7 +166,7 @@ class ThreadedRuntime:
             reconnect_backoff=reconnect_backoff,
             now=time.monotonic(),
         )
-        self.dispatcher = Dispatcher(
+        return Dispatcher(
             dispatch=self.dispatch,
             delivery=self.delivery,
             book=self.book,
@@ -146,7 +175,7 @@ class ThreadedRuntime:
             listener=self.listener,
             submit=self.pool.submit,
             capacity=config.pool_size,
-            stats=stats,
+            stats=self.stats,
             channel=channel,
             ready=ready,
         )

@@ -101,8 +101,12 @@ def test_alembic_project_upgrades_to_a_working_trigger_and_downgrades_to_nothing
     check = alembic("-x", url_arg, "check")
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
+    alembic("-x", url_arg, "downgrade", "0001")  # the subscriber-groups revision (0002) undone: its tables go
+    assert table_exists(db_url, "events") and not table_exists(db_url, "events__deliveries")
+    alembic("-x", url_arg, "upgrade", "head")
     alembic("-x", url_arg, "downgrade", "base")
     assert not table_exists(db_url, "events")
+    assert not any(table_exists(db_url, f"events__{part}") for part in ("groups", "cursors", "leases", "servers"))
     assert notify_functions(db_url) == 0
     assert query(db_url, "SELECT count(*) FROM alembic_version") == [(0,)]
 
@@ -111,6 +115,9 @@ def test_alembic_project_reads_the_url_from_the_environment_and_renders_offline_
     proc = alembic("upgrade", "head", "--sql", env={"NOTIFIED_DATABASE_URL": db_url})
     assert "CREATE TABLE events" in proc.stdout
     assert 'CREATE TRIGGER "notified_sa_notify" AFTER INSERT ON "events"' in proc.stdout
+    for part in ("groups", "cursors", "leases", "deliveries", "servers"):  # subscriber groups' tables, offline too
+        assert f"CREATE TABLE events__{part}" in proc.stdout
+    assert "CREATE INDEX ix_events__deliveries_done" in proc.stdout
     assert not table_exists(db_url, "events")  # offline: nothing ran
     missing = run_python("-m", "alembic", "-c", str(ALEMBIC_INI), "upgrade", "head", env={"NOTIFIED_DATABASE_URL": ""})
     assert missing.returncode != 0

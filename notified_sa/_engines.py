@@ -1,8 +1,9 @@
 """Engines from database URLs, with one rule for the driver of a bare ``postgresql://`` URL.
 
-SQLAlchemy 2.0 reads a bare ``postgresql://`` as psycopg2, SQLAlchemy 2.1 as psycopg (3). psycopg2 is
-notified-sa's dependency and psycopg 3 an optional extra, so a bare URL keeps SQLAlchemy's default when that
-driver is installed and falls back to psycopg2 when it is not. An explicit driver is always kept.
+SQLAlchemy 2.0 reads a bare ``postgresql://`` as psycopg2, SQLAlchemy 2.1 as psycopg (3). notified-sa depends on
+both drivers, so a bare URL works with SQLAlchemy's default everywhere, the user's own ``create_engine()`` and
+Alembic ``env.py`` included; should one of them have been removed from the environment, a bare URL falls back to
+psycopg2 here. An explicit driver is always kept.
 """
 
 from __future__ import annotations

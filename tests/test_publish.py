@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import math
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -149,3 +151,51 @@ def test_published_events_are_delivered(events_engine: sa.Engine) -> None:
             session.commit()
         assert rec.done.wait(30), f"handled {len(rec.seen)} of 300"
     assert sorted(e.id for e in rec.seen) == ids
+
+
+def test_available_at_schedules_a_batch_by_delay_or_moment_and_no_server_runs_it_early(
+    events_engine: sa.Engine,
+) -> None:
+    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    with Session(events_engine) as session:
+        later = publish_many(
+            session, Event, [("job", {"n": 1}), ("job", {"n": 2})], available_at=timedelta(seconds=1.5)
+        )
+        at = publish_many(session, Event, [("job", {"n": 3})], available_at=moment)
+        now = publish_many(session, Event, [("job", {"n": 4})])
+        session.commit()
+    with events_engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(sa.text("SELECT id, available_at, available_at - created_at AS delay FROM events"))
+        }
+    assert {rows[i].delay for i in later} == {timedelta(seconds=1.5)}, "a delay counts from the database's clock"
+    assert rows[at[0]].available_at == moment and rows[now[0]].delay == timedelta(0)
+    recorder = Recorder(expect=4)
+    server = Server("events", events_engine, model=Event, conf=fast_config(channel_select_timeout=0.2))
+    server.register_handler("job", recorder)
+    with server:
+        assert recorder.done.wait(30)
+    with events_engine.connect() as conn:
+        early = conn.execute(sa.text("SELECT count(*) FROM events WHERE processed_at < available_at")).scalar_one()
+    assert early == 0 and statuses(events_engine) == {"succeeded": 4}
+
+
+def test_available_at_that_cannot_be_right_is_refused_and_nothing_is_published(events_engine: sa.Engine) -> None:
+    naive = datetime.datetime(2030, 1, 1)
+    with Session(events_engine) as session:
+        with pytest.raises(PayloadError, match="has no time zone"):
+            publish_many(session, Event, [("job", {})], available_at=naive)
+        with pytest.raises(PayloadError, match="timezone-aware datetime or a timedelta, got int"):
+            publish_many(session, Event, [("job", {})], available_at=5)  # type: ignore[arg-type]
+        session.commit()
+    table = sa.Table(
+        "plain",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("name", sa.Text),
+        sa.Column("payload", sa.JSON),
+    )
+    with events_engine.begin() as conn, pytest.raises(PayloadError, match="has no available_at column"):
+        publish_many(conn, table, [("job", {})], available_at=timedelta(seconds=1))
+    assert count(events_engine, "SELECT count(*) FROM events") == 0

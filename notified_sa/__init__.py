@@ -6,7 +6,8 @@ from .admin import create_group, drop_group, list_groups, purge, requeue, table_
 from .client import NotifyClient
 from .config import NotifiedConfig
 from .ddl import NotifyTrigger, NotifyTriggerDDL, notify_trigger_ddl
-from .errors import ConfigError, InvalidIdentifierError, NotifiedError, PayloadError, SchemaError
+from .drain import DrainedEvent
+from .errors import ConfigError, InvalidIdentifierError, NotifiedError, PayloadError, SchemaError, ServerError
 from .handlers import HandlerResult, HandlerStatus
 from .models import EventMixin, EventStatus
 from .publish import publish_many
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DrainedEvent",
     "EventMixin",
     "EventStatus",
     "HandlerResult",
@@ -30,6 +32,7 @@ __all__ = [
     "PayloadError",
     "SchemaError",
     "Server",
+    "ServerError",
     "__version__",
     "create_group",
     "drop_group",

@@ -178,6 +178,12 @@ def notify_trigger_of(table: Table) -> NotifyTrigger | None:
     return value if isinstance(value, NotifyTrigger) else None
 
 
+@event.listens_for(EventMixin, "init", propagate=True)
+def _on_init(target: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    """``Event(name=...)`` has ``payload == {}`` at once, as the row will (the column defaults apply at flush)."""
+    kwargs.setdefault("payload", {})
+
+
 @event.listens_for(EventMixin, "instrument_class", propagate=True)
 def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
     table = mapper.local_table

@@ -21,15 +21,16 @@ from sqlalchemy import Engine
 
 from ._identifiers import check_channel
 from ._signals import install_stop_handlers
-from .binding import TableBinding, bind_table
+from .binding import TableBinding
 from .client import NotifyClient
 from .config import NotifiedConfig
 from .core.backoff import RECONNECT, Backoff
 from .core.handlers import HandlerRegistry, check_event_name
 from .core.stats import Stats
+from .drain import DrainedEvent, drain
 from .errors import ServerError
 from .schema import DEFAULT_GROUP, check_group, resolve_start_from
-from .startup import check_engine, check_handlers, check_model, check_seed_mode, check_triggers
+from .startup import check_engine, check_model, checked_binding
 from .threaded.runtime import ThreadedRuntime
 from .threaded.workers import in_worker
 
@@ -96,6 +97,7 @@ class Server:
         self._thread: threading.Thread | None = None
         #: The failure that stopped the server (an internal component crashed), or None.
         self.error: BaseException | None = None
+        self._on_written: Callable[[list[Any], dict[Any, str]], None] | None = None  # set by drain()
 
     # ------------------------------------------------------------------ registration
 
@@ -216,6 +218,13 @@ class Server:
             runtime.dispatcher.stopping = True
             runtime.dispatcher.wake()
 
+    def drain(self, timeout: float = 30.0) -> list[DrainedEvent]:
+        """Run every event due now for this server's handlers, then stop; return each attempt's outcome.
+
+        For tests of an application's handlers: publish, ``drain()``, assert. See :func:`notified_sa.drain.drain`.
+        """
+        return drain(self, timeout)
+
     def __enter__(self) -> Server:
         return self.start()
 
@@ -236,12 +245,7 @@ class Server:
             raise RuntimeError("this Server has already run; create a new Server to run again")
         self._started = True
         try:
-            with self.engine.connect() as conn:
-                binding = bind_table(conn, self.model, self.config)
-                if not self.config.poll_only:
-                    check_triggers(conn, binding, self.channel, poll_every=self.config.channel_select_timeout)
-                check_handlers(conn, binding, self._registry.names())
-            check_seed_mode(binding, self.config)
+            binding = checked_binding(self.engine, self.model, self.config, self.channel, self._registry.names())
             self._binding = binding
             runtime = ThreadedRuntime(
                 engine=self.engine,
@@ -254,6 +258,7 @@ class Server:
                 start_from=self.start_from,
                 stats=self._stats,
                 on_crash=self._crashed,
+                on_written=self._on_written,
                 ready=self._ready,
                 reconnect_backoff=self.reconnect_backoff,
             )
@@ -264,17 +269,6 @@ class Server:
         self._runtime = runtime
         if self._stop_requested:
             runtime.dispatcher.stopping = True
-        logger.info(
-            "server started",
-            extra={
-                "channel": self.channel,
-                "table": binding.table.name,
-                "durable": binding.durable,
-                "pool_size": self.config.pool_size,
-                "poll_only": self.config.poll_only,
-                "owner": self.owner,
-            },
-        )
         return runtime
 
     def _run(self, runtime: ThreadedRuntime) -> None:

@@ -22,13 +22,13 @@ from sqlalchemy import Connection, Engine, Table, text
 
 from . import queries
 from ._engines import engine_from_url
-from .binding import TableBinding
+from .binding import TableBinding, bind_table
 from .config import NotifiedConfig
 from .ddl import TRIGGER_NAME, NotifyTrigger
 from .errors import SchemaError
 from .models import DELIVERY_COLUMNS, EventMixin
 
-__all__ = ["check_engine", "check_handlers", "check_model", "check_seed_mode", "check_triggers"]
+__all__ = ["check_engine", "check_handlers", "check_model", "check_seed_mode", "check_triggers", "checked_binding"]
 
 logger = logging.getLogger("notified_sa.server")
 
@@ -216,3 +216,17 @@ def check_seed_mode(binding: TableBinding, config: NotifiedConfig) -> None:
         ", ".join(binding.missing),
         extra={"table": binding.table.name, "missing_columns": list(binding.missing)},
     )
+
+
+def checked_binding(
+    engine: Engine, model: type[Any] | None, config: NotifiedConfig, channel: str, names: Sequence[str]
+) -> TableBinding:
+    """The Server's events table, bound and checked: its trigger (unless polling only), handlers for what is
+    pending, and what a table without delivery columns means."""
+    with engine.connect() as conn:
+        binding = bind_table(conn, model, config)
+        if not config.poll_only:
+            check_triggers(conn, binding, channel, poll_every=config.channel_select_timeout)
+        check_handlers(conn, binding, names)
+    check_seed_mode(binding, config)
+    return binding

@@ -240,3 +240,35 @@ def test_two_services_each_get_every_order_paid_event(db_url: str) -> None:
             proc.send_signal(signal.SIGTERM)
         outputs = [proc.communicate(timeout=60)[0] for proc in services]
     assert [proc.returncode for proc in services] == [0, 0], outputs
+
+
+@pytest.fixture
+def two_services(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, ModuleType]]:
+    """examples/two_services' ``models`` and ``billing``, imported as docs/guides/testing.md imports them."""
+    names = ("models", "shop", "billing", "mailer")
+    monkeypatch.syspath_prepend(str(TWO_SERVICES))
+    for name in names:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield importlib.import_module("models"), importlib.import_module("billing")
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def test_the_testing_guide_drains_the_billing_service(
+    two_services: tuple[ModuleType, ModuleType], db_url: str, engine: sa.Engine
+) -> None:
+    """docs/guides/testing.md's test, step by step: publish, drain(), assert on the handler's effect."""
+    models, billing = two_services
+    models.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(models.Order(id=7, email="a@example.com", total_cents=1200))
+        session.add(models.Event(name="order_paid", payload={"order_id": 7, "email": "a@example.com", "total": 1200}))
+        session.commit()
+    server = billing.make_server(db_url)
+    try:
+        attempts = server.drain(timeout=30)
+    finally:
+        server.engine.dispose()
+    assert [(a.name, a.status) for a in attempts] == [("order_paid", "succeeded")]
+    with Session(engine) as session:
+        assert session.get(models.Invoice, 7).amount_cents == 1200

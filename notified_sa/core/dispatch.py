@@ -67,6 +67,9 @@ class Dispatch:
         self.capacity_needed = 0
         #: Set once the first catch-up ended (nothing more to claim right away).
         self.caught_up = False
+        #: Claims made so far, and how many events the last one took (for ``Server.drain``).
+        self.claims = 0
+        self.last_claimed = 0
 
     # ------------------------------------------------------------------ inputs
 
@@ -81,6 +84,8 @@ class Dispatch:
     def claimed(self, got: int, limit: int, *, more: bool | None = None) -> None:
         """A claim for ``limit`` events took ``got``; ``more`` says whether more wait (default: the claim was full)."""
         self._claim_attempt = 0
+        self.claims += 1
+        self.last_claimed = got
         self.backlog = got >= limit if more is None else more
         self.want_claim = self.backlog
         if not self.want_claim:
@@ -118,6 +123,11 @@ class Dispatch:
         return False
 
     # ------------------------------------------------------------------ decisions
+
+    def idle(self, now: float) -> bool:
+        """Nothing to claim now: caught up, no claim wanted, no backlog, no retry of this server due."""
+        retry_due = bool(self._retries) and self._retries[0] <= now
+        return self.caught_up and not self.want_claim and not self.backlog and not retry_due
 
     def tick(self, now: float) -> Turn:
         """Which periodic jobs are due now; a due poll or retry also means it is time to claim."""

@@ -121,6 +121,7 @@ class ThreadedRuntime:
         start_from: str,
         stats: Stats,
         on_crash: Callable[[str, BaseException], None],
+        on_written: Callable[[list[Outcome], dict[Any, str]], None] | None = None,
         ready: threading.Event,
         reconnect_backoff: Backoff = RECONNECT,
     ) -> None:
@@ -135,6 +136,16 @@ class ThreadedRuntime:
         self.lock = threading.Lock()
         self.book = LeaseBook()
         self.supervisor = Supervisor(on_crash)
+        self._on_written_hook = on_written
+        self._described = {
+            "channel": channel,
+            "table": binding.table.name,
+            "durable": binding.durable,
+            "group": group,
+            "pool_size": config.pool_size,
+            "poll_only": config.poll_only,
+            "owner": owner,
+        }
         prepare = not config.poll_only
         self.dispatch_conn = DedicatedConnection(engine, "notified-sa dispatcher", DISPATCHER_SETTINGS, prepare=prepare)
         self.complete_conn = DedicatedConnection(engine, "notified-sa completer", prepare=prepare)
@@ -197,6 +208,7 @@ class ThreadedRuntime:
         except BaseException:
             self.teardown()
             raise
+        logger.info("server started", extra=self._described)
 
     # ------------------------------------------------------------------ in worker threads
 
@@ -237,6 +249,14 @@ class ThreadedRuntime:
                 self.dispatch.retry_at(now + delay)
         if delays:
             self.dispatcher.wake()
+        if self._on_written_hook is not None:
+            self._on_written_hook(outcomes, written)
+
+    def idle(self) -> tuple[bool, int, int]:
+        """Whether nothing is held or due now, with the number of claims so far and what the last one took."""
+        with self.lock:
+            idle = self.dispatch.idle(time.monotonic()) and len(self.book) == 0
+            return idle, self.dispatch.claims, self.dispatch.last_claimed
 
     # ------------------------------------------------------------------ shutdown
 

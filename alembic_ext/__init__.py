@@ -10,7 +10,9 @@ Both build their SQL with :func:`notified_sa.notify_trigger_ddl` (the same DDL `
 online and offline (``alembic upgrade --sql``), and are each other's reverse. ``alembic revision --autogenerate``
 adds them for :class:`notified_sa.EventMixin` models: a new model gets ``create_notify_trigger`` after its
 ``create_table``, a changed ``__notify_channel__`` / ``__notify_for_each__`` a drop and a create, and a removed
-model a ``drop_notify_trigger`` before its ``drop_table``. Generated migrations carry ``import alembic_ext``.
+model a ``drop_notify_trigger`` before its ``drop_table``; a table that gains ``status`` (notified 0.1.0's) keeps
+its existing rows as succeeded (``op.execute("UPDATE ...")``, with how to replay instead). Generated migrations
+carry ``import alembic_ext``.
 
 Setup: on Alembic 1.18 and later nothing is needed; the package is an Alembic plugin (entry point
 ``notified_sa.alembic`` in the ``alembic.plugins`` group) and is loaded with Alembic. On Alembic 1.13 to 1.17, add
@@ -21,9 +23,15 @@ from __future__ import annotations
 
 from . import toimpl as toimpl
 from .autogen import register as _register
-from .ops import CreateNotifyTriggerOp, DropNotifyTriggerOp, NotifyTriggerOp
+from .ops import CreateNotifyTriggerOp, DropNotifyTriggerOp, KeepEventHistoryOp, NotifyTriggerOp
 from .upgrade import UpgradeEventsTableOp
 
-__all__ = ["CreateNotifyTriggerOp", "DropNotifyTriggerOp", "NotifyTriggerOp", "UpgradeEventsTableOp"]
+__all__ = [
+    "CreateNotifyTriggerOp",
+    "DropNotifyTriggerOp",
+    "KeepEventHistoryOp",
+    "NotifyTriggerOp",
+    "UpgradeEventsTableOp",
+]
 
 _register()

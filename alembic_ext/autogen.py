@@ -34,17 +34,24 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from alembic.operations import ops
 
+from notified_sa._identifiers import qualified
 from notified_sa.ddl import TRIGGER_NAME, NotifyTrigger
 from notified_sa.models import TABLE_INFO_KEY, notify_trigger_of
 
-from .ops import CreateNotifyTriggerOp, DropNotifyTriggerOp, NotifyTriggerOp
+from .ops import CreateNotifyTriggerOp, DropNotifyTriggerOp, KeepEventHistoryOp, NotifyTriggerOp
 
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
 
     from alembic.autogenerate.api import AutogenContext
 
-__all__ = ["compare_notify_triggers", "register", "render_create_notify_trigger", "render_drop_notify_trigger"]
+__all__ = [
+    "compare_notify_triggers",
+    "register",
+    "render_create_notify_trigger",
+    "render_drop_notify_trigger",
+    "render_keep_event_history",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +102,20 @@ def _index(upgrade_ops: ops.UpgradeOps, kinds: tuple[type[Any], ...], key: _Key,
 def _trigger_at(trigger: NotifyTrigger, key: _Key) -> NotifyTrigger:
     """``trigger``'s options on table ``key`` (the COMMENT's own table and schema spelling are not trusted)."""
     return dataclasses.replace(trigger, schema=key[0], table=key[1])
+
+
+def _keep_history(upgrade_ops: ops.UpgradeOps, wanted: dict[_Key, NotifyTrigger], default_schema: str | None) -> None:
+    """After the changes that add ``status`` to an EventMixin table that had none (notified 0.1.0's), record the
+    existing rows as succeeded, so the durable Server does not replay the table's history."""
+    for key in wanted:
+        at = _index(upgrade_ops, (ops.ModifyTableOps,), key, default_schema)
+        if at < 0:
+            continue
+        changes = upgrade_ops.ops[at]
+        assert isinstance(changes, ops.ModifyTableOps)
+        if any(isinstance(op, ops.AddColumnOp) and op.column.name == "status" for op in changes.ops):
+            logger.info("events table %s gains a status column: its existing rows are kept as succeeded", key)
+            upgrade_ops.ops.insert(at + 1, KeepEventHistoryOp(key[1], changes.schema))
 
 
 def _add_wanted(
@@ -167,6 +188,7 @@ def compare_notify_triggers(
             wanted[key] = _trigger_at(trigger, key)
     existing = _db_triggers(autogen_context, set(schemas) | {k[0] for k in wanted}, default_schema)
 
+    _keep_history(upgrade_ops, wanted, default_schema)
     _add_wanted(autogen_context, upgrade_ops, wanted, existing, default_schema)
     _drop_unwanted(
         autogen_context,
@@ -216,6 +238,19 @@ def render_drop_notify_trigger(autogen_context: AutogenContext, op: DropNotifyTr
 _registered = False
 
 
+def render_keep_event_history(autogen_context: AutogenContext, op: KeepEventHistoryOp) -> str:
+    """``op.execute("UPDATE ... SET status = 'succeeded'")`` with how to replay instead; a comment in reverse."""
+    if op.is_reverse:
+        return "# the events' history needs no downgrade: dropping status drops it"
+    prefix = autogen_context.opts.get("alembic_module_prefix", "op.") or ""
+    sql = f"UPDATE {qualified(op.table_name, op.schema)} SET status = 'succeeded'"
+    return (
+        "# notified-sa: the rows already in the table were handled by notified 0.1.0 when they were inserted;\n"
+        "# recorded as succeeded so the durable Server does not run them again. Delete the next line to replay them.\n"
+        f"{prefix}execute({sql!r})"
+    )
+
+
 def register() -> None:
     """Install the comparator and the renderers in Alembic's global registries, once per process.
 
@@ -244,6 +279,7 @@ def register() -> None:
         comparators.dispatch_for("schema", priority=priority.LAST)(compare_notify_triggers)
     renderers.dispatch_for(CreateNotifyTriggerOp)(render_create_notify_trigger)
     renderers.dispatch_for(DropNotifyTriggerOp)(render_drop_notify_trigger)
+    renderers.dispatch_for(KeepEventHistoryOp)(render_keep_event_history)
     _registered = True
     logger.debug("registered the notify trigger comparator and renderers")
 

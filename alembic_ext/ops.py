@@ -14,7 +14,7 @@ from alembic.operations import MigrateOperation, Operations
 
 from notified_sa.ddl import ForEach, NotifyTrigger
 
-__all__ = ["CreateNotifyTriggerOp", "DropNotifyTriggerOp", "NotifyTriggerOp"]
+__all__ = ["CreateNotifyTriggerOp", "DropNotifyTriggerOp", "KeepEventHistoryOp", "NotifyTriggerOp"]
 
 _Op = TypeVar("_Op", bound="NotifyTriggerOp")
 
@@ -126,3 +126,22 @@ class DropNotifyTriggerOp(NotifyTriggerOp):
     def to_diff_tuple(self) -> tuple[str, NotifyTrigger]:
         """``("remove_notify_trigger", trigger)``, for :func:`alembic.autogenerate.compare_metadata`."""
         return ("remove_notify_trigger", self.trigger)
+
+
+class KeepEventHistoryOp(MigrateOperation):
+    """What autogenerate writes after adding ``status`` to a table that had none (notified 0.1.0's table): the
+    existing rows recorded as ``succeeded``, so that the new durable Server does not run them all again (the seed
+    handled them when they were inserted). It renders as a plain ``op.execute("UPDATE ...")`` with a comment
+    saying how to replay instead; its reverse renders as a comment (the downgrade drops the column anyway)."""
+
+    def __init__(self, table_name: str, schema: str | None = None, *, reverse: bool = False) -> None:
+        self.table_name = table_name
+        self.schema = schema
+        self.is_reverse = reverse
+
+    def reverse(self) -> KeepEventHistoryOp:
+        """The downgrade's counterpart: nothing to undo."""
+        return KeepEventHistoryOp(self.table_name, self.schema, reverse=not self.is_reverse)
+
+    def __repr__(self) -> str:
+        return f"KeepEventHistoryOp({self.table_name!r}, schema={self.schema!r}, reverse={self.is_reverse})"

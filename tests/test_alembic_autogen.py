@@ -387,3 +387,53 @@ def test_generated_migration_runs_up_and_down(tmp_path: Path, db_url: str) -> No
     assert query(
         db_url, "SELECT to_regclass('ag_generated'), count(*) FROM pg_proc WHERE proname LIKE 'notified_sa%'"
     ) == [(None, 0)]
+
+
+def test_autogenerate_on_a_seed_table_keeps_its_history_and_downgrades(tmp_path: Path, db_url: str) -> None:
+    """notified 0.1.0's table (id, name) with rows in it, an EventMixin model declared on it, ``alembic revision
+    --autogenerate``, ``upgrade``: the existing rows are recorded as succeeded (the seed handled them), so a durable
+    Server runs only what is published afterwards; the generated file says how to replay instead."""
+    query(db_url, "CREATE TABLE ag_seed (id bigserial PRIMARY KEY, name text NOT NULL)")
+    query(db_url, "INSERT INTO ag_seed (name) VALUES ('job'), ('job'), ('job')")
+
+    class Base(DeclarativeBase):
+        pass
+
+    class SeedEvent(EventMixin, Base):
+        __tablename__ = "ag_seed"
+        __notify_channel__ = "ag_seed"
+
+    project = AlembicProject(tmp_path, db_url)
+    cfg = project.config(target_metadata=Base.metadata)
+    command.revision(cfg, message="durable", autogenerate=True, rev_id="seed1")
+    (path,) = project.versions.glob("seed1_*.py")
+    source = path.read_text()
+    ast.parse(source)
+    keep = "op.execute('UPDATE \"ag_seed\" SET status = \\'succeeded\\'')"
+    assert keep in source and "Delete the next line to replay them" in source
+    upgrade_part, downgrade_part = source.split("def downgrade")
+    assert upgrade_part.index("sa.Column('status'") < upgrade_part.index(keep)
+    assert "execute(" not in downgrade_part
+
+    command.upgrade(cfg, "head")
+    assert query(db_url, "SELECT status, count(*) FROM ag_seed GROUP BY 1") == [("succeeded", 3)]
+    engine = sa.create_engine(db_url)
+    try:
+        from notified_sa import Server
+
+        server = Server("ag_seed", engine, model=SeedEvent)
+        seen: list[int] = []
+        server.register_handler("job", lambda event: seen.append(event.id))
+        query(db_url, "INSERT INTO ag_seed (name) VALUES ('job')")
+        drained = server.drain()
+        assert seen == [4] and [d.status for d in drained] == ["succeeded"], "history not replayed"
+    finally:
+        engine.dispose()
+    command.downgrade(cfg, "base")
+    assert [
+        r[0]
+        for r in query(
+            db_url,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'ag_seed' ORDER BY ordinal_position",
+        )
+    ] == ["id", "name"]

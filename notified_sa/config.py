@@ -13,6 +13,9 @@ field                       environment variable                default    meani
 ``channel_select_timeout``  ``NOTIFIED_CHANNEL_SELECT_TIMEOUT`` 5          seconds between safety-net polls
 ``pool_size``               ``NOTIFIED_POOL_SIZE``              10         handler threads
 ``claim_batch_size``        ``NOTIFIED_CLAIM_BATCH_SIZE``       100        most events claimed by one statement
+``prefetch``                ``NOTIFIED_PREFETCH``               30         events held beyond the busy workers, queued
+                                                                           for the next free one (leased, renewed,
+                                                                           given back at shutdown)
 ``max_attempts``            ``NOTIFIED_MAX_ATTEMPTS``           5          attempts before an event is dead
 ``backoff_base``            ``NOTIFIED_BACKOFF_BASE``           1.0        first retry delay, seconds (doubles)
 ``backoff_cap``             ``NOTIFIED_BACKOFF_CAP``            300.0      longest retry delay, seconds
@@ -72,22 +75,51 @@ def _parse_str(raw: str) -> str:
     return raw
 
 
+#: The range each numeric field accepts: what PostgreSQL can represent (timestamps stay within range when a delay
+#: is added to now(); attempts fit an integer column) and what can work (threads, statement sizes).
+_DAY = 86_400.0
+_RANGES: dict[str, tuple[float, float]] = {
+    "channel_select_timeout": (0.0, _DAY),
+    "pool_size": (1, 10_000),
+    "claim_batch_size": (1, 10_000),
+    "prefetch": (0, 10_000),
+    "max_attempts": (1, 2_147_483_647),
+    "backoff_base": (0.0, 365 * _DAY),
+    "backoff_cap": (0.0, 365 * _DAY),
+    "lease_seconds": (0.1, 7 * _DAY),
+    "shutdown_timeout": (0.0, _DAY),
+    "handler_grace": (0.0, 365 * _DAY),
+    "succeeded_retention": (0.0, 3650 * _DAY),
+}
+_INTS = ("pool_size", "claim_batch_size", "prefetch", "max_attempts")
+
+
+def _range(field: str) -> str:
+    low, high = _RANGES[field]
+    if field in _INTS:
+        return f"a whole number from {int(low)} to {int(high):,}"
+    lower = "more than 0" if field == "channel_select_timeout" else f"from {low:g}"
+    days = f" ({high / _DAY:g} day{'s' if high > _DAY else ''})" if high >= _DAY else ""
+    return f"a number of seconds {lower} to {high:,.0f}{days}"
+
+
 # field name -> (environment variable, parser, description of valid values)
 _SPEC: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "events_table": ("EVENTS_TABLE_NAME", _parse_str, "a table name of 1 to 63 bytes"),
     "id_field": ("ID_FIELD_NAME", _parse_str, "a column name of 1 to 63 bytes"),
     "events_schema": ("EVENTS_SCHEMA", _parse_str, "a schema name of 1 to 63 bytes"),
-    "channel_select_timeout": ("CHANNEL_SELECT_TIMEOUT", _parse_float, "a number of seconds > 0"),
-    "pool_size": ("POOL_SIZE", _parse_int, "a whole number >= 1"),
-    "claim_batch_size": ("CLAIM_BATCH_SIZE", _parse_int, "a whole number >= 1"),
-    "max_attempts": ("MAX_ATTEMPTS", _parse_int, "a whole number >= 1"),
-    "backoff_base": ("BACKOFF_BASE", _parse_float, "a number of seconds >= 0"),
-    "backoff_cap": ("BACKOFF_CAP", _parse_float, "a number of seconds >= backoff_base"),
-    "lease_seconds": ("LEASE_SECONDS", _parse_float, "a number of seconds >= 0.1"),
-    "shutdown_timeout": ("SHUTDOWN_TIMEOUT", _parse_float, "a number of seconds >= 0"),
+    "channel_select_timeout": ("CHANNEL_SELECT_TIMEOUT", _parse_float, _range("channel_select_timeout")),
+    "pool_size": ("POOL_SIZE", _parse_int, _range("pool_size")),
+    "claim_batch_size": ("CLAIM_BATCH_SIZE", _parse_int, _range("claim_batch_size")),
+    "prefetch": ("PREFETCH", _parse_int, _range("prefetch")),
+    "max_attempts": ("MAX_ATTEMPTS", _parse_int, _range("max_attempts")),
+    "backoff_base": ("BACKOFF_BASE", _parse_float, _range("backoff_base")),
+    "backoff_cap": ("BACKOFF_CAP", _parse_float, _range("backoff_cap") + ", and >= backoff_base"),
+    "lease_seconds": ("LEASE_SECONDS", _parse_float, _range("lease_seconds")),
+    "shutdown_timeout": ("SHUTDOWN_TIMEOUT", _parse_float, _range("shutdown_timeout")),
     "poll_only": ("POLL_ONLY", _parse_bool, "true or false"),
-    "handler_grace": ("HANDLER_GRACE", _parse_float, "a number of seconds >= 0"),
-    "succeeded_retention": ("SUCCEEDED_RETENTION", _parse_float, "a number of seconds >= 0"),
+    "handler_grace": ("HANDLER_GRACE", _parse_float, _range("handler_grace")),
+    "succeeded_retention": ("SUCCEEDED_RETENTION", _parse_float, _range("succeeded_retention")),
 }
 
 
@@ -118,18 +150,22 @@ def _check(field: str, value: Any) -> None:
         if field == "events_schema" and value is None:
             return
         check_identifier(value, field.replace("_", " "))
-    elif field in ("pool_size", "claim_batch_size", "max_attempts"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError("must be a whole number >= 1")
+    elif field in _INTS:
+        low, high = _RANGES[field]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("not a whole number")
+        if not low <= value <= high:
+            raise ValueError("out of range")
     elif field == "poll_only":
         if not isinstance(value, bool):
             raise ValueError("must be True or False")
     else:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError("must be a finite number")
-        minimum = {"channel_select_timeout": 0.0, "lease_seconds": 0.1}.get(field, 0.0)
-        if value < minimum or (field == "channel_select_timeout" and value <= 0):
-            raise ValueError(f"must be {'> 0' if field == 'channel_select_timeout' else f'>= {minimum}'}")
+        low, high = _RANGES[field]
+        too_low = value <= low if field == "channel_select_timeout" else value < low
+        if too_low or value > high:
+            raise ValueError("out of range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +182,7 @@ class NotifiedConfig:
     events_schema: str | None = dataclasses.field(default_factory=_from_env("events_schema", None))
     pool_size: int = dataclasses.field(default_factory=_from_env("pool_size", 10))
     claim_batch_size: int = dataclasses.field(default_factory=_from_env("claim_batch_size", 100))
+    prefetch: int = dataclasses.field(default_factory=_from_env("prefetch", 30))
     max_attempts: int = dataclasses.field(default_factory=_from_env("max_attempts", 5))
     backoff_base: float = dataclasses.field(default_factory=_from_env("backoff_base", 1.0))
     backoff_cap: float = dataclasses.field(default_factory=_from_env("backoff_cap", 300.0))

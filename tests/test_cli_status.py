@@ -129,3 +129,30 @@ def test_status_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, "status", "--help")
     assert code == 0
     assert "exit codes:" in out and "at least one was" in out and "could not be read, or none could" in out
+
+
+def test_a_second_trigger_that_notifies_is_shown_with_how_to_drop_it(
+    capsys: pytest.CaptureFixture[str], events_engine: sa.Engine, db_url: str
+) -> None:
+    """A table moved from notified 0.1.0 may keep its hand-written trigger beside notified-sa's: every insert then
+    notifies twice. status says so, in text and JSON, and table_status lists it."""
+    from notified_sa import table_status
+
+    from .proc_worker import Event
+
+    query(
+        db_url,
+        "CREATE FUNCTION notify_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_notify('events', NEW.id::text); RETURN NEW; END $$",
+    )
+    query(db_url, "CREATE TRIGGER notify_event AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION notify_event()")
+    query(db_url, "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$")
+    query(db_url, "CREATE TRIGGER unrelated BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION touch()")
+    assert table_status(events_engine, Event).other_notify_triggers == ["notify_event"]
+    code, out, err = run(capsys, "status", "--database-url", db_url, "--table", "events")
+    assert code == 0, err
+    assert "also notifying: trigger 'notify_event' calls pg_notify too" in out
+    assert 'DROP TRIGGER "notify_event" ON events' in out and "unrelated" not in out
+    code, out, _ = run(capsys, "status", "--database-url", db_url, "--table", "events", "--json")
+    (report,) = json.loads(out)["tables"]
+    assert report["other_notify_triggers"] == ["notify_event"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import sqlalchemy as sa
 
 from notified_sa import ConfigError, NotifiedConfig
 
@@ -107,3 +108,37 @@ def test_replace_validates_and_config_is_immutable() -> None:
     with pytest.raises(AttributeError):
         c.pool_size = 3  # type: ignore[misc]
     assert NotifiedConfig.environment_variables()["pool_size"] == "NOTIFIED_POOL_SIZE"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"lease_seconds": 1e13}, "a number of seconds from 0.1 to 604,800 (7 days)"),
+        ({"pool_size": 10**20}, "a whole number from 1 to 10,000"),
+        ({"claim_batch_size": 10_001}, "a whole number from 1 to 10,000"),
+        ({"prefetch": -1}, "a whole number from 0 to 10,000"),
+        ({"max_attempts": 2**31}, "a whole number from 1 to 2,147,483,647"),
+        ({"backoff_base": 1e300, "backoff_cap": 1e300}, "a number of seconds from 0 to 31,536,000 (365 days)"),
+        ({"backoff_cap": 1e12}, "to 31,536,000 (365 days), and >= backoff_base"),
+        ({"channel_select_timeout": 1e9}, "a number of seconds more than 0 to 86,400 (1 day)"),
+        ({"shutdown_timeout": 1e7}, "to 86,400 (1 day)"),
+        ({"handler_grace": 1e10}, "to 31,536,000 (365 days)"),
+        ({"succeeded_retention": 1e12}, "to 315,360,000 (3650 days)"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_with_the_rule(kwargs: dict[str, object], rule: str) -> None:
+    """Upper bounds: what PostgreSQL cannot represent once added to now() (a lease of 1e13 s made every claim
+    fail), what would not fit the attempts column, and thread or statement sizes that cannot work."""
+    field = next(iter(kwargs))
+    with pytest.raises(ConfigError) as info:
+        NotifiedConfig(**kwargs)  # type: ignore[arg-type]
+    assert f"NotifiedConfig({field}=" in str(info.value) and rule in str(info.value)
+
+
+def test_the_largest_allowed_values_work_with_postgresql(engine: sa.Engine) -> None:
+    """The bounds are ones PostgreSQL takes: the largest lease, backoff and retention added to now()."""
+    conf = NotifiedConfig(lease_seconds=7 * 86_400, backoff_cap=365 * 86_400, succeeded_retention=3650 * 86_400)
+    with engine.connect() as conn:
+        for seconds in (conf.lease_seconds, conf.backoff_cap, conf.succeeded_retention):
+            assert conn.execute(sa.text("SELECT now() + :s * interval '1 second' > now()"), {"s": seconds}).scalar()
+    assert NotifiedConfig(max_attempts=2_147_483_647, prefetch=0).prefetch == 0

@@ -8,12 +8,21 @@ from sqlalchemy import Connection, Engine, Table
 
 from notified_sa import queries
 from notified_sa._engines import engine_from_url
+from notified_sa._identifiers import qualified
 from notified_sa.binding import TableBinding, bind_table
 from notified_sa.config import NotifiedConfig
-from notified_sa.ddl import NotifyTrigger
+from notified_sa.ddl import TRIGGER_NAME, NotifyTrigger
 from notified_sa.queries.admin import AdminStatements
 
-__all__ = ["Bound", "admin_statements", "binding", "installed_trigger", "resolve_table", "trigger_channel"]
+__all__ = [
+    "Bound",
+    "admin_statements",
+    "binding",
+    "installed_trigger",
+    "other_notify_triggers",
+    "resolve_table",
+    "trigger_channel",
+]
 
 
 class Bound:
@@ -76,6 +85,14 @@ def installed_trigger(conn: Connection, table: Table) -> NotifyTrigger | None:
         if row.table_name == table.name and row.table_schema == (table.schema or default_schema):
             return NotifyTrigger.from_comment(row.options or "")
     return None
+
+
+def other_notify_triggers(conn: Connection, table: Table) -> list[str]:
+    """Enabled triggers on ``table`` other than notified-sa's whose function calls ``pg_notify`` (a hand-written
+    trigger of notified 0.1.0, say): each makes every insert notify once more."""
+    label = qualified(table.name, table.schema)
+    rows = conn.execute(queries.table_triggers, {"qualified_table": label})
+    return [row.name for row in rows if row.name != TRIGGER_NAME and "pg_notify" in (row.source or "")]
 
 
 def trigger_channel(conn: Connection, table: Table) -> str | None:

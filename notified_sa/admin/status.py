@@ -16,7 +16,7 @@ from notified_sa.models import EventStatus
 from notified_sa.queries.admin import AdminStatements
 from notified_sa.schema import DEFAULT_GROUP, check_group
 
-from ._common import Bound, admin_statements, binding, installed_trigger
+from ._common import Bound, admin_statements, binding, installed_trigger, other_notify_triggers
 
 __all__ = ["GroupStatus", "TableStatus", "get_event", "list_events", "table_status"]
 
@@ -63,6 +63,9 @@ class TableStatus:
     table: str
     groups: dict[str, GroupStatus] = field(default_factory=dict)
     trigger: NotifyTrigger | None = None
+    #: Other triggers on the table that call pg_notify (a hand-written one of notified 0.1.0): each insert then
+    #: notifies once more than it needs to.
+    other_notify_triggers: list[str] = field(default_factory=list)
     notification_queue_usage: float = 0.0
 
     _hidden_default: GroupStatus | None = field(default=None, repr=False, compare=False)
@@ -162,6 +165,7 @@ def table_status(bind: Engine | Connection | str, target: Any) -> TableStatus:
             else:
                 result.groups[DEFAULT_GROUP] = default
         result.trigger = installed_trigger(conn, bound.table)
+        result.other_notify_triggers = other_notify_triggers(conn, bound.table)
         result.notification_queue_usage = float(conn.execute(queries.notification_queue_usage).scalar() or 0.0)
     return result
 

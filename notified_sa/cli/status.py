@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy import exc as sa_exc
 
 from notified_sa import queries
+from notified_sa._identifiers import quote_ident
 from notified_sa.admin import list_events, table_status
 from notified_sa.errors import SchemaError
 from notified_sa.models import EventStatus
@@ -105,6 +106,7 @@ def _status_data(conn: Connection, label: str, table: Table) -> dict[str, Any]:
         "dead": st.dead,
         "dead_ids": dead_ids,
         "trigger": None if trigger is None else {"channel": trigger.channel, "for_each": trigger.for_each},
+        "other_notify_triggers": st.other_notify_triggers,
         "notification_queue_usage": st.notification_queue_usage,
         "groups": groups,
         "error": None,
@@ -169,6 +171,11 @@ def _print_status(report: Mapping[str, Any], out: TextIO) -> None:
         )
     else:
         out.write(f"  trigger: installed, channel {trigger['channel']!r}, one notification per {trigger['for_each']}\n")
+    for other in report["other_notify_triggers"]:
+        out.write(
+            f"  also notifying: trigger {other!r} calls pg_notify too (a hand-written one of notified 0.1.0?), so "
+            f"every insert notifies once more; drop it: DROP TRIGGER {quote_ident(other)} ON {report['table']}\n"
+        )
     counts = report["by_status"]
     out.write("  events: " + ", ".join(f"{counts[s]} {s}" for s in _STATUSES) + f" ({report['total']} total)\n")
     oldest = report["oldest_pending_age_seconds"]

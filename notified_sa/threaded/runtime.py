@@ -166,12 +166,19 @@ class ThreadedRuntime:
         self.dispatcher = self._dispatcher(channel, ready, reconnect_backoff)
 
     def _dispatcher(self, channel: str, ready: threading.Event, reconnect_backoff: Backoff) -> Dispatcher:
-        """The dispatch decisions and the dispatcher thread's loop that acts on them."""
+        """The dispatch decisions and the dispatcher thread's loop that acts on them.
+
+        The server holds at most ``pool_size + prefetch`` events: the ones its workers run and, queued for the next
+        free worker, up to ``prefetch`` more, so that claims stay large when handlers are short and a worker never
+        waits for a claim's round trip. Queued events are leased and renewed like running ones and given back at
+        shutdown; a lower ``prefetch`` shares a backlog more evenly between servers with slow handlers.
+        """
         config = self.config
+        held = config.pool_size + config.prefetch
         self.dispatch = Dispatch(
             poll_every=config.channel_select_timeout,
             renew_every=self.policy.renew_every,
-            capacity=config.pool_size,
+            capacity=held,
             claim_batch=config.claim_batch_size,
             listening=self.listener is not None,
             reconnect_backoff=reconnect_backoff,
@@ -185,7 +192,7 @@ class ThreadedRuntime:
             conn=self.dispatch_conn,
             listener=self.listener,
             submit=self.pool.submit,
-            capacity=config.pool_size,
+            capacity=held,
             stats=self.stats,
             channel=channel,
             ready=ready,

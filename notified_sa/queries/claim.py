@@ -130,7 +130,7 @@ moved_cursors AS (
 claimed AS MATERIALIZED (
     SELECT id, attempt, results FROM retry
     UNION ALL
-    SELECT f.id, 1, '{{}}'::jsonb FROM fresh f WHERE NOT {decided} AND NOT f.later
+    SELECT f.id, 1, NULL::jsonb FROM fresh f WHERE NOT {decided} AND NOT f.later  -- nothing done yet: no JSON to decode
 ),
 deferred AS (
     INSERT INTO {n.deliveries} (group_name, event_id, name, status, attempts, available_at, results)

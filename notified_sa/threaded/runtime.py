@@ -226,16 +226,17 @@ class ThreadedRuntime:
                 return  # given back meanwhile (shutdown): not ours to run
         outcome = run_job(job, self.policy)
         _faults.point("worker.handoff")
-        if self.completer is not None:
-            with self.lock:
-                self.book.finish(job.event_id)
-            self.completer.put(outcome)
-        else:
+        completer = self.completer
+        if completer is None:
             self.delivery.unrecorded(outcome)
-            with self.lock:
+        with self.lock:  # one turn of the lock per finished event: every worker takes it
+            if completer is not None:
+                self.book.finish(job.event_id)
+            else:
                 self.book.settle([(job.event_id, job.lease)])
-        with self.lock:
             wake = self.dispatch.capacity_freed(self.dispatcher.free())
+        if completer is not None:
+            completer.put(outcome)
         if wake:
             self.dispatcher.wake()
 

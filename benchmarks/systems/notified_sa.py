@@ -85,7 +85,7 @@ def config(options: dict[str, Any]) -> NotifiedConfig:
 
 
 #: The configuration fields a run's description shows (the others only matter when events fail).
-_SHOWN = ("pool_size", "claim_batch_size", "channel_select_timeout", "lease_seconds", "poll_only")
+_SHOWN = ("pool_size", "prefetch", "claim_batch_size", "channel_select_timeout", "lease_seconds", "poll_only")
 
 
 def groups_missing() -> str | None:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, text
 
-from . import queries
 from ._engines import engine_from_url
+from .admin._common import table_triggers
 from .binding import TableBinding, bind_table
 from .config import NotifiedConfig
-from .ddl import TRIGGER_NAME, NotifyTrigger
 from .errors import SchemaError
 from .models import DELIVERY_COLUMNS, EventMixin
 
@@ -36,26 +34,9 @@ logger = logging.getLogger("notified_sa.server")
 _NAME_SAMPLE = 10_000
 
 
-@dataclass(frozen=True)
-class _Trigger:
-    name: str
-    for_row: bool
-    notifies: bool
-    ours: NotifyTrigger | None
-
-
-def _triggers(conn: Connection, binding: TableBinding) -> list[_Trigger]:
-    rows = conn.execute(queries.table_triggers, {"qualified_table": binding.label}).all()
-    found = []
-    for row in rows:
-        ours = NotifyTrigger.from_comment(row.options or "") if row.name == TRIGGER_NAME else None
-        found.append(_Trigger(row.name, bool(row.for_row), "pg_notify" in (row.source or ""), ours))
-    return found
-
-
 def check_triggers(conn: Connection, binding: TableBinding, channel: str, *, poll_every: float) -> None:
     """Warn about (or, for a notify-only table, refuse) triggers that would lose or duplicate wake-ups."""
-    triggers = _triggers(conn, binding)
+    triggers = table_triggers(conn, binding.label)
     ours = [t for t in triggers if t.ours is not None]
     others = [t for t in triggers if t.ours is None and t.notifies]
     label = binding.label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
@@ -16,11 +17,13 @@ from notified_sa.queries.admin import AdminStatements
 
 __all__ = [
     "Bound",
+    "TableTrigger",
     "admin_statements",
     "binding",
     "installed_trigger",
     "other_notify_triggers",
     "resolve_table",
+    "table_triggers",
     "trigger_channel",
 ]
 
@@ -87,12 +90,31 @@ def installed_trigger(conn: Connection, table: Table) -> NotifyTrigger | None:
     return None
 
 
+@dataclass(frozen=True)
+class TableTrigger:
+    """An enabled trigger on a table: whether it fires per row, whether its function calls ``pg_notify``, and, for
+    notified-sa's own, its options."""
+
+    name: str
+    for_row: bool
+    notifies: bool
+    ours: NotifyTrigger | None
+
+
+def table_triggers(conn: Connection, label: str) -> list[TableTrigger]:
+    """The enabled triggers on the table ``label`` (quoted, qualified), read once for the start checks and status."""
+    found = []
+    for row in conn.execute(queries.table_triggers, {"qualified_table": label}):
+        ours = NotifyTrigger.from_comment(row.options or "") if row.name == TRIGGER_NAME else None
+        found.append(TableTrigger(row.name, bool(row.for_row), "pg_notify" in (row.source or ""), ours))
+    return found
+
+
 def other_notify_triggers(conn: Connection, table: Table) -> list[str]:
     """Enabled triggers on ``table`` other than notified-sa's whose function calls ``pg_notify`` (a hand-written
     trigger of notified 0.1.0, say): each makes every insert notify once more."""
-    label = qualified(table.name, table.schema)
-    rows = conn.execute(queries.table_triggers, {"qualified_table": label})
-    return [row.name for row in rows if row.name != TRIGGER_NAME and "pg_notify" in (row.source or "")]
+    triggers = table_triggers(conn, qualified(table.name, table.schema))
+    return [t.name for t in triggers if t.name != TRIGGER_NAME and t.notifies]
 
 
 def trigger_channel(conn: Connection, table: Table) -> str | None:

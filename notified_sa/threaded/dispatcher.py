@@ -220,9 +220,13 @@ class Dispatcher:
         _faults.point("dispatcher.claim")
         more = self.delivery.more(limit)
         deferred = self.delivery.deferred()
+        # A deferred event's delay counts from the claim's own now() in the database, which came after ``now`` (the
+        # start of this turn, before the sync statements): counting from the time the claim returned keeps the
+        # local due time at or after the database's, so the claim it triggers finds the event due.
+        claimed_at = time.monotonic()
         with self.lock:
             for delay in deferred:
-                self.dispatch.retry_at(now + delay)
+                self.dispatch.retry_at(claimed_at + delay)
             for job in jobs:
                 self.book.hold(job.event_id, job.lease)
             self.dispatch.claimed(len(jobs), limit, more=more)

@@ -26,6 +26,9 @@ class HandlerSpec:
     fn: Callable[..., Any]
     #: True for ``async def`` handlers (and objects whose ``__call__`` is one): the asyncio runtime awaits them.
     is_async: bool = False
+    #: True for transactional handlers: called as ``fn(event, session)``, their success recorded in the same
+    #: transaction as their writes (see :mod:`notified_sa.transactional`).
+    transactional: bool = False
 
 
 def handler_key(fn: Callable[..., Any]) -> str:
@@ -96,13 +99,17 @@ class HandlerRegistry:
         fn: Callable[..., Any],
         *,
         key: str | None = None,
-        arguments: tuple[str, ...] = ("event",),
+        transactional: bool = False,
     ) -> HandlerSpec:
-        """Register ``fn`` for ``event_name``; return its spec. Keys are made unique with ``#2``, ``#3``, ..."""
+        """Register ``fn`` for ``event_name``; return its spec. Keys are made unique with ``#2``, ``#3``, ...
+
+        A transactional handler is called as ``fn(event, session)``, any other as ``fn(event)``."""
         check_event_name(event_name)
         if not callable(fn):
             raise TypeError(f"handler for {event_name!r} must be callable, got {type(fn).__name__}")
-        _check_arity(fn, event_name, arguments)
+        if not isinstance(transactional, bool):
+            raise TypeError(f"transactional must be True or False, got {transactional!r}")
+        _check_arity(fn, event_name, ("event", "session") if transactional else ("event",))
         base = key if key is not None else handler_key(fn)
         if not isinstance(base, str) or not base:
             raise ValueError(f"handler key must be a non-empty string, got {base!r}")
@@ -113,7 +120,7 @@ class HandlerRegistry:
             while unique in taken:
                 n += 1
                 unique = f"{base}#{n}"
-            spec = HandlerSpec(unique, fn, _is_async(fn))
+            spec = HandlerSpec(unique, fn, _is_async(fn), transactional)
             updated = dict(self._by_name)
             updated[event_name] = (*specs, spec)
             self._by_name = MappingProxyType(updated)
@@ -127,6 +134,10 @@ class HandlerRegistry:
     def names(self) -> list[str]:
         """The event names with at least one handler, sorted."""
         return sorted(self._by_name)
+
+    def transactional(self) -> bool:
+        """True if any registered handler is transactional."""
+        return any(spec.transactional for specs in self._by_name.values() for spec in specs)
 
     def __bool__(self) -> bool:
         return bool(self._by_name)

@@ -29,7 +29,7 @@ from notified_sa.models import EventStatus
 from .handlers import HandlerSpec
 from .policy import DeliveryPolicy
 
-__all__ = ["RESULT_ENCODER", "Job", "JobRun", "MalformedEvent", "Outcome", "clean_text", "safe_repr"]
+__all__ = ["RESULT_ENCODER", "Job", "JobRun", "MalformedEvent", "Outcome", "Verdict", "clean_text", "safe_repr"]
 
 logger = logging.getLogger("notified_sa.server")
 
@@ -95,6 +95,15 @@ def describe_exception(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be formatted)"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a handler's return value means: success or not, the result payload, and the error to store."""
+
+    ok: bool
+    payload: Any
+    error: str | None
+
+
 class MalformedEvent(ValueError):
     """A claimed row the claim could not make sense of (its message says what is wrong with it)."""
 
@@ -149,6 +158,7 @@ class JobRun:
         self._results: dict[str, dict[str, Any]] = {}
         self._errors: list[str] = []
         self._failed: list[str] = []
+        self._prepared: dict[str, Any] | None = None
 
     def event(self) -> Any:
         """What handlers are called with (built on first use). Raises what building raises."""
@@ -168,39 +178,76 @@ class JobRun:
         self._started = time.perf_counter()
         return self._current
 
-    def returned(self, value: Any) -> None:
-        """The current handler returned ``value``."""
-        spec = self._take()
+    def judge(self, value: Any) -> Verdict:
+        """What the current handler's return value ``value`` means (nothing is recorded yet)."""
         if value is None:
-            self._record(spec, ok=True, payload=None, error=None)
-        elif isinstance(value, HandlerResult):
+            return Verdict(True, None, None)
+        if isinstance(value, HandlerResult):
             status: Any = value.status  # users may pass anything here; only HandlerStatus counts
             if not isinstance(status, HandlerStatus):
-                self._record(
-                    spec,
-                    ok=False,
-                    payload=None,
-                    error=f"handler returned HandlerResult with status {safe_repr(status, 100)}; use HandlerStatus",
-                )
-            else:
-                self._record(spec, ok=status is HandlerStatus.SUCCESS, payload=value.payload, error=None)
-        elif inspect.isawaitable(value):
+                why = f"handler returned HandlerResult with status {safe_repr(status, 100)}; use HandlerStatus"
+                return Verdict(False, None, why)
+            return Verdict(status is HandlerStatus.SUCCESS, value.payload, None)
+        if inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()  # never awaited: close it so Python does not warn later
-            self._record(
-                spec,
-                ok=False,
-                payload=None,
-                error="handler returned a coroutine (an async def handler?); run it on notified_sa.asyncio.AsyncServer",
+            return Verdict(
+                False,
+                None,
+                "handler returned a coroutine (an async def handler?); run it on notified_sa.asyncio.AsyncServer",
             )
-        else:
-            self._record(
-                spec,
-                ok=False,
-                payload=None,
-                error=f"handler returned {type(value).__name__} {safe_repr(value, 200)}; "
-                "return a HandlerResult(status, payload) or None",
-            )
+        return Verdict(
+            False,
+            None,
+            f"handler returned {type(value).__name__} {safe_repr(value, 200)}; "
+            "return a HandlerResult(status, payload) or None",
+        )
+
+    def returned(self, value: Any) -> None:
+        """The current handler returned ``value``."""
+        self.settle(self.judge(value))
+
+    def settle(self, verdict: Verdict) -> None:
+        """Record the current handler's verdict (from :meth:`judge`)."""
+        self._record(self._take(), ok=verdict.ok, payload=verdict.payload, error=verdict.error)
+
+    # -- transactional handlers: their success is written in their own transaction, then recorded here
+
+    def success_entry(self, verdict: Verdict) -> str:
+        """The current handler's success as ``{key: entry}`` JSON, to be written in the handler's transaction.
+
+        Raises ValueError (saying why) when the result payload cannot be stored; :meth:`committed` records exactly
+        this entry once the transaction has committed.
+        """
+        spec = self._current
+        if spec is None:
+            raise RuntimeError("no handler is running")
+        problem = why_not_storable(verdict.payload, "the result payload", RESULT_ENCODER)
+        if verdict.payload is not None and problem is not None:
+            raise ValueError(problem)
+        entry = self._entry(ok=True, payload=verdict.payload, error=None)
+        text = storable({spec.key: entry}, RESULT_ENCODER)
+        if text is None:
+            raise ValueError("its result could not be encoded as JSON")
+        self._prepared = entry
+        return text
+
+    def committed(self) -> None:
+        """The transaction that wrote :meth:`success_entry` committed: record that entry as the handler's result."""
+        spec, entry = self._take(), self._prepared
+        if entry is None:
+            raise RuntimeError("committed() without success_entry()")
+        self._prepared = None
+        self._results[spec.key] = entry
+        self._log_success(spec, entry["duration_ms"])
+
+    def uncertain(self, exc: BaseException) -> None:
+        """The commit of the current handler's transaction failed in a way that leaves unknown whether it committed
+        (the connection was lost): a failure is noted but no result, so the record in the database, whichever it
+        is, stands, and a retry runs the handler again only if its transaction did not commit."""
+        spec = self._take()
+        self._prepared = None
+        self._note_failure(spec.key, f"the commit's outcome is unknown (the connection was lost): {first_line(exc)}")
 
     def raised(self, exc: BaseException) -> None:
         """The current handler raised ``exc``."""
@@ -239,32 +286,37 @@ class JobRun:
         self._current = None
         return spec
 
-    def _record(self, spec: HandlerSpec, *, ok: bool, payload: Any, error: str | None) -> None:
-        job = self.job
-        duration_ms = round((time.perf_counter() - self._started) * 1000.0, 3)
-        self._results[spec.key] = {
+    def _entry(self, *, ok: bool, payload: Any, error: str | None) -> dict[str, Any]:
+        return {
             "status": "success" if ok else "failure",
             "payload": payload,
             "error": None if error is None else clean_text(error),
-            "attempt": job.attempt,
-            "duration_ms": duration_ms,
+            "attempt": self.job.attempt,
+            "duration_ms": round((time.perf_counter() - self._started) * 1000.0, 3),
             "finished_at": _now_iso(),
         }
+
+    def _record(self, spec: HandlerSpec, *, ok: bool, payload: Any, error: str | None) -> None:
+        entry = self._results[spec.key] = self._entry(ok=ok, payload=payload, error=error)
         if ok:
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "handler succeeded",
-                    extra={
-                        "event_id": job.event_id,
-                        "event_name": job.name,
-                        "handler": spec.key,
-                        "attempt": job.attempt,
-                        "duration_ms": duration_ms,
-                    },
-                )
+            self._log_success(spec, entry["duration_ms"])
             return
         summary = error or f"handler returned FAILURE with payload {safe_repr(payload)}"
         self._note_failure(spec.key, summary)
+
+    def _log_success(self, spec: HandlerSpec, duration_ms: float) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            job = self.job
+            logger.debug(
+                "handler succeeded",
+                extra={
+                    "event_id": job.event_id,
+                    "event_name": job.name,
+                    "handler": spec.key,
+                    "attempt": job.attempt,
+                    "duration_ms": duration_ms,
+                },
+            )
 
     def _note_failure(self, key: str, summary: str) -> None:
         job = self.job

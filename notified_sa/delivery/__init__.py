@@ -78,6 +78,10 @@ class Delivery(Protocol):
     def complete(self, outcomes: Sequence[Outcome]) -> Op[dict[Any, str]] | None:
         """Write outcomes; the Op reads back the ids written and their status. None when not recorded."""
 
+    def record_success(self, job: Job, entry: str) -> Op[bool] | None:
+        """The statement a transactional handler's own transaction runs to record its success (``entry``), fenced
+        by the job's lease; it reads True if the lease still held. None where outcomes are not recorded."""
+
     def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         """Account for written outcomes (counters, logs); return the delays of the retries they scheduled."""
 

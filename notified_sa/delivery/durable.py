@@ -267,6 +267,19 @@ class DurableDelivery:
         }
         return Op(self.statements.complete, params, _statuses, fast=self.complete_fast)
 
+    def record_success(self, job: Job, entry: str) -> Op[bool]:
+        s = self.settings
+        params = {
+            "group": s.group,
+            "owner": s.owner,
+            "lease": job.lease,
+            "id": job.event_id,
+            "attempt": job.attempt,
+            "name": job.name,
+            "entry": entry,
+        }
+        return Op(self.statements.record_success, params, _held)
+
     def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         delays: list[float] = []
         counts = dict.fromkeys(("succeeded", "dead", "retried", "lost_leases", "handed_over"), 0)
@@ -366,6 +379,10 @@ class DurableDelivery:
                     extra={"event_id": row[0], "event_name": row[1], "status": str(row[2])},
                 )
         return [row[0] for row in rows]
+
+
+def _held(rows: list[Any]) -> bool:
+    return bool(rows and rows[0][0])
 
 
 def _statuses(rows: list[Any]) -> dict[Any, str]:

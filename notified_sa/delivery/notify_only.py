@@ -157,6 +157,9 @@ class NotifyOnlyDelivery:
     def complete(self, outcomes: Sequence[Outcome]) -> None:
         return None
 
+    def record_success(self, job: Job, entry: str) -> None:
+        return None
+
     def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         return []
 

@@ -19,7 +19,7 @@ retries, hand-overs and dead events in the deliveries table.
 
 from __future__ import annotations
 
-from sqlalchemy import Float, Table, bindparam, text
+from sqlalchemy import BigInteger, Float, Integer, Table, Text, bindparam, text
 from sqlalchemy.sql.elements import TextClause
 
 from notified_sa.schema import DeliveryTables
@@ -65,6 +65,7 @@ class DeliveryStatements:
         self.stopped = text(f"UPDATE {n.servers} SET stopped_at = now() WHERE owner = :owner").bindparams(_OWNER)
         self.claim = claim_statement(n, default)
         self.complete = self._complete(n)
+        self.record_success = self._record_success(n)
         self.renew = self._renew(n)
         self.release = self._release(n)
         self.reap = self._reap(n)
@@ -214,12 +215,62 @@ SELECT d.id, d.status, (SELECT count(*) FROM woken) AS woken FROM decided d
 """
         ).bindparams(_BATCH, _OWNER, _GROUP, _GRACE, _CHANNEL)
 
+    def _record_success(self, n: _Names) -> TextClause:
+        """Inside a transactional handler's own transaction: record its success (``:entry``, ``{key: result}``) if
+        this server still holds the event's lease for this attempt; return 1 if it does, 0 if the lease was lost.
+
+        The lease row is locked FOR KEY SHARE until the transaction ends: the reaper and the outcome writer lock it
+        FOR UPDATE, so neither can take the event back, or write its outcome, between this check and the commit;
+        lease renewals (FOR NO KEY UPDATE) go on. The success goes where the next claim of the event reads what is
+        done: the deliveries row of a retry (created, as leased, for a named group's first attempt) and, for the
+        default group, the events row too.
+        """
+        entry = "CAST(:entry AS jsonb)"
+        if self.default:
+            kept = f"""
+row_done AS (
+    UPDATE {n.events} e SET results = coalesce(e.results, '{{}}'::jsonb) || {entry}
+    FROM held WHERE e.{n.id} = :id
+),
+kept AS (
+    UPDATE {n.deliveries} t SET results = coalesce(t.results, '{{}}'::jsonb) || {entry}
+    FROM held WHERE t.group_name = :group AND t.event_id = :id
+)"""
+        else:
+            kept = f"""
+kept AS (
+    INSERT INTO {n.deliveries} AS t (group_name, event_id, name, status, attempts, available_at, results)
+    SELECT :group, :id, :name, 'leased', :attempt, now(), {entry} FROM held
+    ON CONFLICT (group_name, event_id) DO UPDATE SET results = coalesce(t.results, '{{}}'::jsonb) || EXCLUDED.results
+)"""
+        return text(
+            f"""
+WITH
+held AS MATERIALIZED (
+    SELECT l.id FROM {n.leases} l
+    WHERE l.id = :lease AND l.owner = :owner AND l.group_name = :group
+      AND l.attempts[array_position(l.event_ids, :id)] = :attempt
+    FOR KEY SHARE
+),{kept}
+SELECT count(*) FROM held
+"""
+        ).bindparams(
+            _GROUP,
+            _OWNER,
+            bindparam("lease", type_=BigInteger),
+            bindparam("id", type_=BigInteger),
+            bindparam("attempt", type_=Integer),
+            bindparam("entry", type_=Text),
+            *(() if self.default else (bindparam("name", type_=Text),)),
+        )
+
     @staticmethod
     def _renew(n: _Names) -> TextClause:
         """Extend this server's leases (the ids it still holds) and say it is alive.
 
         A lease locked right now is being shrunk or deleted by this server's own outcome writer: it is skipped
-        (the next renewal, well within the lease, extends what is left), so the two never wait on each other.
+        (the next renewal, well within the lease, extends what is left), so the two never wait on each other. The
+        lock taken is FOR NO KEY UPDATE, which a transactional handler's FOR KEY SHARE does not block.
         """
         return text(
             f"""
@@ -228,7 +279,7 @@ mine AS MATERIALIZED (  -- in id order, as complete and release lock them; one t
     SELECT l.id FROM {n.leases} l
     WHERE l.owner = :owner AND l.group_name = :group AND l.id = ANY(:leases)
     ORDER BY l.id
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE {n.leases} l SET expires_at = now() + :lease_seconds * interval '1 second'
 FROM mine WHERE l.id = mine.id

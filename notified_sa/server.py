@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from ._identifiers import check_channel
 from ._signals import install_stop_handlers
@@ -30,7 +31,7 @@ from .core.stats import Stats
 from .drain import DrainedEvent, drain
 from .errors import ServerError
 from .schema import DEFAULT_GROUP, check_group, resolve_start_from
-from .startup import check_engine, check_model, checked_binding
+from .startup import check_engine, check_model, check_transactional, checked_binding
 from .threaded.runtime import ThreadedRuntime
 from .threaded.workers import in_worker
 
@@ -56,6 +57,8 @@ class Server:
     * ``group``: the subscriber group (default: the default group). Every group receives every event; servers of
       one group share its events. ``start_from`` (``"now"``, the default for a named group, or ``"beginning"``,
       the default group's) is where a group that does not exist yet starts.
+    * ``session_factory``: makes the Session a transactional handler gets (default: ``Session(bind)`` on the
+      Server's Engine); a ``sessionmaker`` of the application, for instance.
 
     Run it with :meth:`listen` (blocks; SIGINT/SIGTERM stop it when called from the main thread), or with
     :meth:`start` / :meth:`stop` or ``with server:`` in the background.
@@ -73,6 +76,7 @@ class Server:
         model: type[Any] | None = None,
         group: str | None = None,
         start_from: str | None = None,
+        session_factory: Callable[[], Session] | None = None,
     ) -> None:
         self.channel = check_channel(channel)
         #: The subscriber group this server serves (see :mod:`notified_sa.schema`).
@@ -83,6 +87,10 @@ class Server:
             raise TypeError(f"conf must be a NotifiedConfig, got {type(self.config).__name__}")
         self.model = check_model(model)
         self.engine, self._owns_engine = check_engine(bind)
+        if session_factory is not None and not callable(session_factory):
+            raise TypeError(f"session_factory must be callable (a sessionmaker), got {type(session_factory).__name__}")
+        engine = self.engine
+        self._session_factory: Callable[[], Session] = session_factory or (lambda: Session(engine))
         self.connection_string: str | None = bind if isinstance(bind, str) else None
         #: The lease owner written on claimed rows: host, process id and a random part.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -101,15 +109,28 @@ class Server:
 
     # ------------------------------------------------------------------ registration
 
-    def register_handler(self, event_name: str, handler: Callable[[Any], Any], *, key: str | None = None) -> None:
+    def register_handler(
+        self,
+        event_name: str,
+        handler: Callable[..., Any],
+        *,
+        key: str | None = None,
+        transactional: bool = False,
+    ) -> None:
         """Run ``handler(event)`` for every event named ``event_name`` (several handlers per name are allowed).
 
         ``key`` names the handler's entry in the event's ``results`` (default: its module and qualified name).
         A name gets events only once it has a handler, so events published earlier wait for it. A handler that
         cannot be called with one argument, or an ``async def`` handler (it needs the asyncio runtime), is
         refused here rather than failing every event later.
+
+        ``transactional=True`` calls ``handler(event, session)`` instead: notified-sa commits the Session after the
+        handler returns, and the same transaction records the handler's success, fenced by the event's lease, so
+        its database writes happen exactly once (docs/guides/exactly-once.md). The handler must not commit.
         """
-        spec = self._registry.add(event_name, handler, key=key)
+        if transactional is True and self._binding is not None:  # a running server: refuse before registering
+            check_transactional(self._binding, transactional)
+        spec = self._registry.add(event_name, handler, key=key, transactional=transactional)
         if spec.is_async:
             raise TypeError(
                 f"handler {spec.key} for {event_name!r} is async; the threaded Server calls handlers in threads. "
@@ -119,12 +140,12 @@ class Server:
         if runtime is not None:
             runtime.dispatcher.request_claim()  # a new name may have events waiting
 
-    def handler(self, event_name: str, *, key: str | None = None) -> Callable[[F], F]:
+    def handler(self, event_name: str, *, key: str | None = None, transactional: bool = False) -> Callable[[F], F]:
         """Decorator form of :meth:`register_handler`: ``@server.handler("user_signed_up")``."""
         check_event_name(event_name)
 
         def decorate(fn: F) -> F:
-            self.register_handler(event_name, fn, key=key)
+            self.register_handler(event_name, fn, key=key, transactional=transactional)
             return fn
 
         return decorate
@@ -246,6 +267,7 @@ class Server:
         self._started = True
         try:
             binding = checked_binding(self.engine, self.model, self.config, self.channel, self._registry.names())
+            check_transactional(binding, self._registry.transactional())
             self._binding = binding
             runtime = ThreadedRuntime(
                 engine=self.engine,
@@ -261,6 +283,7 @@ class Server:
                 on_written=self._on_written,
                 ready=self._ready,
                 reconnect_backoff=self.reconnect_backoff,
+                session_factory=self._session_factory,
             )
             runtime.start()
         except BaseException:

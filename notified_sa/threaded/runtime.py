@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from notified_sa import _faults
 from notified_sa.binding import TableBinding
@@ -31,7 +32,7 @@ from notified_sa.config import NotifiedConfig
 from notified_sa.core.backoff import RECONNECT, Backoff
 from notified_sa.core.dispatch import Dispatch
 from notified_sa.core.handlers import HandlerRegistry
-from notified_sa.core.jobs import Job, JobRun, Outcome, first_line
+from notified_sa.core.jobs import Job, JobRun, Outcome, Verdict, first_line
 from notified_sa.core.leases import LeaseBook
 from notified_sa.core.policy import DeliveryPolicy
 from notified_sa.core.stats import Stats
@@ -44,6 +45,7 @@ from .connections import DedicatedConnection
 from .dispatcher import Dispatcher
 from .listener import Listener
 from .supervisor import Supervisor
+from .transactional import TransactionalCaller
 from .workers import WorkerPool
 
 __all__ = ["DISPATCHER_SETTINGS", "ThreadedRuntime", "run_job"]
@@ -60,12 +62,21 @@ logger = logging.getLogger("notified_sa.server")
 DISPATCHER_SETTINGS = {"synchronous_commit": "off", "enable_bitmapscan": "off"}
 
 
-def run_job(job: Job, policy: DeliveryPolicy) -> Outcome:
-    """Run a job's handlers in this thread, one after another, and return its outcome (never raises)."""
+def run_job(job: Job, policy: DeliveryPolicy, transactional: TransactionalCaller | None = None) -> Outcome:
+    """Run a job's handlers in this thread, one after another, and return its outcome (never raises).
+
+    Transactional handlers are run by ``transactional`` (in a Session whose commit records their success).
+    """
     run = JobRun(job, policy)
     try:
         event = run.event()
         while (spec := run.next()) is not None:
+            if spec.transactional:
+                if transactional is None:
+                    run.settle(Verdict(False, None, "no session factory for transactional handlers"))
+                else:
+                    transactional(run, spec, event)
+                continue
             try:
                 value = spec.fn(event)
             except BaseException as exc:  # every failure is recorded, none stops the worker
@@ -124,6 +135,7 @@ class ThreadedRuntime:
         on_written: Callable[[list[Outcome], dict[Any, str]], None] | None = None,
         ready: threading.Event,
         reconnect_backoff: Backoff = RECONNECT,
+        session_factory: Callable[[], Session] | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
@@ -159,6 +171,9 @@ class ThreadedRuntime:
             group=group,
             start_from=start_from,
             stats=stats,
+        )
+        self.transactional = (
+            TransactionalCaller(session_factory, self.delivery.record_success) if session_factory is not None else None
         )
         self.pool = WorkerPool(config.pool_size, self._run, self.supervisor)
         self.completer = Completer(self._write, self._on_written, self.supervisor) if durable else None
@@ -224,7 +239,7 @@ class ThreadedRuntime:
         with self.lock:
             if not self.book.start(job.event_id):
                 return  # given back meanwhile (shutdown): not ours to run
-        outcome = run_job(job, self.policy)
+        outcome = run_job(job, self.policy, self.transactional)
         _faults.point("worker.handoff")
         completer = self.completer
         if completer is None:

@@ -9,7 +9,8 @@ its own transaction, so tests can count executions per event and per process. MO
 * ``slow``: record, then take ``--sleep`` seconds (simulated work) and succeed.
 
 ``--group`` makes it a server of that subscriber group; ``--fail-every N`` makes the handler raise (after
-recording) for every event whose id is a multiple of N.
+recording) for every event whose id is a multiple of N. ``--transactional`` registers the handler with
+``transactional=True``: it records in the Session notified-sa gives it, which commits with its success.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from notified_sa import EventMixin, NotifiedConfig, Server
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--group", default=None)
     parser.add_argument("--start-from", default=None, choices=["now", "beginning"])
     parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--transactional", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"[{args.tag}] %(threadName)s %(levelname)s %(message)s")
 
@@ -70,11 +72,14 @@ def main() -> None:
     )
     server = Server("events", engine, model=Event, conf=conf, group=args.group, start_from=args.start_from)
 
-    def handle(event: Event) -> None:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO handled (event_id, tag) VALUES (:id, :tag)"), {"id": event.id, "tag": args.tag}
-            )
+    record = sa.text("INSERT INTO handled (event_id, tag) VALUES (:id, :tag)")
+
+    def handle(event: Event, session: Session | None = None) -> None:
+        if session is not None:
+            session.execute(record, {"id": event.id, "tag": args.tag})
+        else:
+            with engine.begin() as conn:
+                conn.execute(record, {"id": event.id, "tag": args.tag})
         if args.fail_every and event.id % args.fail_every == 0:
             raise RuntimeError(f"event {event.id} fails in {args.tag} (--fail-every {args.fail_every})")
         if args.mode == "block":
@@ -82,7 +87,10 @@ def main() -> None:
         elif args.mode == "slow":
             time.sleep(args.sleep)  # simulated work inside the handler
 
-    server.register_handler("job", handle, key="job")
+    if args.transactional:
+        server.register_handler("job", handle, key="job", transactional=True)
+    else:
+        server.register_handler("job", lambda event: handle(event), key="job")
 
     def announce() -> None:
         if server.wait_ready(60):

@@ -1,0 +1,301 @@
+"""Transactional handlers: ``handler(event, session)`` whose writes commit together with its success, fenced by
+the event's lease, in the default group and in a named group; rolled back on failure, a lost lease, or a handler
+that commits by itself; never run again once committed, whatever happens to the rest of the event."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from notified_sa import SchemaError, Server
+from notified_sa.threaded.transactional import LEASE_LOST
+
+from .conftest import DRIVERS
+from .helpers import wait_for
+from .proc_worker import Event
+from .servers import Processes, count, events_engine, fast_config, processes, publish
+
+__all__ = ["events_engine", "processes"]
+
+GROUPS = [None, "billing"]
+
+
+def effects(engine: sa.Engine) -> dict[int, int]:
+    """How many rows each event's handlers left in ``handled``."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT event_id, count(*) FROM handled GROUP BY 1"))
+        return {int(i): int(n) for i, n in rows}
+
+
+def write(session: Session, event: Any, tag: str = "tx") -> None:
+    session.execute(sa.text("INSERT INTO handled (event_id, tag) VALUES (:id, :tag)"), {"id": event.id, "tag": tag})
+
+
+def outcome(engine: sa.Engine, group: str | None, event_id: int) -> tuple[str, dict[str, Any]]:
+    """The event's status and results in ``group`` (the events row for the default group)."""
+    from notified_sa.admin import get_event
+
+    info = get_event(engine, Event, event_id, group=group or "default")
+    assert info is not None
+    return str(info["status"]), dict(info["results"] or {})
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_transactional_handler_s_writes_commit_with_its_success(events_engine: sa.Engine, group: str | None) -> None:
+    server = Server("events", events_engine, model=Event, conf=fast_config(), group=group, start_from="beginning")
+    sessions: list[Session] = []
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        sessions.append(session)
+        write(session, event)
+        session.flush()  # allowed: it sends the writes early, inside the same transaction
+
+    ids = publish(events_engine, "order_paid", 3)
+    ran = server.drain()
+    assert sorted(d.event_id for d in ran) == ids and {d.status for d in ran} == {"succeeded"}
+    assert effects(events_engine) == dict.fromkeys(ids, 1)
+    for event_id in ids:
+        status, results = outcome(events_engine, group, event_id)
+        assert status == "succeeded" and results["project"]["status"] == "success"
+    assert all(isinstance(s, Session) for s in sessions)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_failure_after_flush_leaves_no_row_and_is_retried(events_engine: sa.Engine, group: str | None) -> None:
+    """The first attempt writes, flushes and raises (or returns FAILURE): nothing stays; the retry writes once."""
+    conf = fast_config(backoff_base=0.01, backoff_cap=0.01)
+    server = Server("events", events_engine, model=Event, conf=conf, group=group, start_from="beginning")
+    attempts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> Any:
+        write(session, event)
+        session.flush()
+        with lock:
+            attempts[event.id] = attempts.get(event.id, 0) + 1
+            first = attempts[event.id] == 1
+        if first and event.id % 2:
+            raise RuntimeError("fails after flush")
+        if first:
+            from notified_sa import HandlerResult, HandlerStatus
+
+            return HandlerResult(HandlerStatus.FAILURE, {"why": "try again"})
+        return None
+
+    ids = publish(events_engine, "order_paid", 4)
+    with server:
+        wait_for(lambda: all(outcome(events_engine, group, i)[0] == "succeeded" for i in ids), what="all succeeded")
+    assert attempts == dict.fromkeys(ids, 2)
+    assert effects(events_engine) == dict.fromkeys(ids, 1)
+    for event_id in ids:
+        assert outcome(events_engine, group, event_id)[1]["project"]["attempt"] == 2
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_follow_up_event_exists_only_with_the_committed_outcome(events_engine: sa.Engine, group: str | None) -> None:
+    conf = fast_config(backoff_base=0.01, backoff_cap=0.01)
+    server = Server("events", events_engine, model=Event, conf=conf, group=group, start_from="beginning")
+    tries: list[int] = []
+
+    @server.handler("order_paid", key="follow", transactional=True)
+    def follow(event: Event, session: Session) -> None:
+        session.add(Event(name="invoice_due", payload={"order": event.id}))
+        tries.append(event.id)
+        if len(tries) == 1:
+            raise RuntimeError("fails after publishing")
+
+    (order,) = publish(events_engine, "order_paid", 1)
+    with server:
+        wait_for(lambda: outcome(events_engine, group, order)[0] == "succeeded", what="the order succeeded")
+    assert tries == [order, order]
+    assert count(events_engine, "SELECT count(*) FROM events WHERE name = 'invoice_due'") == 1
+    assert count(events_engine, "SELECT count(*) FROM events WHERE payload->>'order' = :o", o=str(order)) == 1
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_once_committed_a_transactional_handler_never_runs_again(events_engine: sa.Engine, group: str | None) -> None:
+    """An ordinary handler on the same event fails twice: each retry runs only it, never the committed one."""
+    conf = fast_config(backoff_base=0.01, backoff_cap=0.01, max_attempts=5)
+    server = Server("events", events_engine, model=Event, conf=conf, group=group, start_from="beginning")
+    mails: list[int] = []
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        write(session, event)
+
+    @server.handler("order_paid", key="mail")
+    def mail(event: Event) -> None:
+        mails.append(event.id)
+        if len(mails) < 3:
+            raise RuntimeError("mail server down")
+
+    (order,) = publish(events_engine, "order_paid", 1)
+    with server:
+        wait_for(lambda: outcome(events_engine, group, order)[0] == "succeeded", what="the order succeeded")
+    _status, results = outcome(events_engine, group, order)
+    assert mails == [order] * 3
+    assert effects(events_engine) == {order: 1}
+    assert results["project"]["attempt"] == 1 and results["mail"]["attempt"] == 3
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_lost_lease_rolls_the_handler_s_writes_back(events_engine: sa.Engine, group: str | None) -> None:
+    """While the handler runs, its lease goes to another owner (as when it expired and another server took the
+    event): the handler's writes are rolled back; once that lease expires the event runs again and writes once."""
+    conf = fast_config(lease_seconds=1.0, channel_select_timeout=0.2)
+    server = Server("events", events_engine, model=Event, conf=conf, group=group, start_from="beginning")
+    runs: list[int] = []
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        runs.append(event.id)
+        write(session, event)
+        if len(runs) == 1:
+            with events_engine.begin() as conn:
+                taken = conn.execute(
+                    sa.text("UPDATE events__leases SET owner = 'elsewhere' WHERE :id = ANY(event_ids)"),
+                    {"id": event.id},
+                ).rowcount
+            assert taken == 1
+
+    (order,) = publish(events_engine, "order_paid", 1)
+    with server:
+        wait_for(lambda: outcome(events_engine, group, order)[0] == "succeeded", what="the order succeeded")
+        stats = server.stats
+    assert runs == [order, order]
+    assert effects(events_engine) == {order: 1}
+    assert stats["lost_leases"] == 1 and stats["reaped"] == 1
+
+
+def test_the_lease_lost_failure_says_what_happened(events_engine: sa.Engine) -> None:
+    server = Server("events", events_engine, model=Event, conf=fast_config())
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        write(session, event)
+        with events_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE events__leases SET owner = 'elsewhere'"))
+
+    publish(events_engine, "order_paid", 1)
+    ran = server.drain()
+    assert [d.status for d in ran] == ["lost"]
+    assert ran[0].error is not None and LEASE_LOST in ran[0].error
+    assert effects(events_engine) == {}
+
+
+def test_a_handler_that_commits_is_refused_and_its_writes_rolled_back(events_engine: sa.Engine) -> None:
+    server = Server("events", events_engine, model=Event, conf=fast_config(max_attempts=1))
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        write(session, event)
+        session.commit()
+
+    publish(events_engine, "order_paid", 1)
+    ran = server.drain()
+    assert [d.status for d in ran] == ["dead"]
+    assert "must not commit" in (ran[0].error or "")
+    assert effects(events_engine) == {}
+
+
+def test_the_session_factory_makes_the_handler_s_session(events_engine: sa.Engine) -> None:
+    class AppSession(Session):
+        pass
+
+    server = Server(
+        "events",
+        events_engine,
+        model=Event,
+        conf=fast_config(),
+        session_factory=lambda: AppSession(events_engine, info={"app": "shop"}),
+    )
+    seen: list[Any] = []
+
+    @server.handler("order_paid", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        seen.append((type(session), session.info.get("app")))
+
+    publish(events_engine, "order_paid", 1)
+    assert [d.status for d in server.drain()] == ["succeeded"]
+    assert seen == [(AppSession, "shop")]
+
+
+def test_registration_mistakes_are_caught_early(events_engine: sa.Engine) -> None:
+    server = Server("events", events_engine, model=Event, conf=fast_config())
+    with pytest.raises(TypeError, match=r"handler\(event, session\)"):
+        server.register_handler("order_paid", lambda event: None, transactional=True)
+    with pytest.raises(TypeError, match=r"handler\(event\)"):
+        server.register_handler("order_paid", lambda event, session: None)
+    with pytest.raises(TypeError, match="transactional must be True or False"):
+        server.register_handler("order_paid", lambda event, session: None, transactional="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="session_factory must be callable"):
+        Server("events", events_engine, model=Event, session_factory=Session(events_engine))  # type: ignore[arg-type]
+
+
+def test_a_table_without_delivery_columns_refuses_transactional_handlers(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (id serial PRIMARY KEY, name text NOT NULL)")
+    server = Server("events", engine, conf=fast_config())
+    server.register_handler("order_paid", lambda event, session: None, transactional=True)
+    with pytest.raises(SchemaError, match="transactional handlers need an events table with the delivery columns"):
+        server.start()
+
+
+@pytest.mark.slow
+@pytest.mark.once
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("driver", DRIVERS[:1], indirect=True)
+@pytest.mark.parametrize("transactional", [True, False], ids=["transactional", "ordinary"])
+def test_20000_events_three_servers_one_killed_every_two_seconds(
+    events_engine: sa.Engine, db_url: str, processes: Processes, transactional: bool
+) -> None:
+    """Three server processes share 20,000 events whose handler inserts one row into a table without a unique
+    constraint; one of them is SIGKILLed and restarted every two seconds until every event has succeeded.
+    Transactional: exactly 20,000 rows. Ordinary (the handler commits its row on its own): every event has its
+    row, and the duplicates the kills caused are reported (the count this feature removes)."""
+    options = ["--lease", "2", "--poll", "0.5", "--pool", "4", "--sleep", "0.01"]
+    options += ["--transactional"] if transactional else []
+    with events_engine.begin() as conn:  # committed before the servers start: they find a backlog
+        ids = conn.execute(
+            sa.text("INSERT INTO events (name) SELECT 'job' FROM generate_series(1, 20000) RETURNING id")
+        )
+        ids = list(ids.scalars())
+    steady = [processes.start(db_url, f"steady-{n}", "slow", *options) for n in (1, 2)]
+    victim = processes.start(db_url, "victim-0", "slow", *options)
+    kills = 0
+
+    def all_succeeded() -> bool:
+        return count(events_engine, "SELECT count(*) FROM events WHERE status = 'succeeded'") == len(ids)
+
+    while not all_succeeded():
+        assert kills < 120, "not done after 120 kills"
+        # the victim runs for two seconds (the fault schedule, not a synchronisation), then dies mid-work
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            victim.popen.wait(2.0)
+        victim_ran = count(events_engine, "SELECT count(*) FROM handled WHERE tag = :t", t=f"victim-{kills}")
+        victim.popen.kill()
+        victim.wait_exit(10)
+        kills += 1
+        if victim_ran == 0 and kills > 3 and all_succeeded():
+            break
+        victim = processes.start(db_url, f"victim-{kills}", "slow", *options)
+    rows = count(events_engine, "SELECT count(*) FROM handled")
+    distinct = count(events_engine, "SELECT count(DISTINCT event_id) FROM handled")
+    by_victims = count(events_engine, "SELECT count(DISTINCT tag) FROM handled WHERE tag LIKE 'victim-%'")
+    print(f"\n{'transactional' if transactional else 'ordinary'}: {kills} kills, {rows} rows for {distinct} events")
+    assert distinct == len(ids) == 20_000
+    assert by_victims >= 2, "killed servers took part in the work"
+    if transactional:
+        assert rows == 20_000, f"{rows - 20_000} duplicate rows"
+    for proc in steady:
+        proc.popen.terminate()
+    for proc in steady:
+        assert proc.wait_exit(60) == 0, proc.output

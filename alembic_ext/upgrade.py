@@ -10,6 +10,8 @@ It inspects the table, so it runs online only (``alembic upgrade``, not ``--sql`
   ``"pending"`` to have them delivered);
 * for a table of notified-sa 0.x, returns rows left ``running`` to ``pending`` (their leases go with the lease
   columns) and drops the columns and indexes the current delivery no longer uses;
+* adds the optional ``idempotency_key`` column (nullable: existing rows have no key) and its unique partial
+  index;
 * creates the claim index ``(name, txid, id)`` and the delivery tables (``<table>__groups`` and the others).
 
 Rows already ``succeeded`` or ``dead`` are passed over by the default group (the ``passed_over`` counter);
@@ -77,7 +79,7 @@ def _column_steps(name: str, schema: str | None, present: set[str], existing_sta
     shape = event_table_shape(name, schema)
     target = qualified(name, schema)
     out: list[Any] = []
-    for col in DELIVERY_COLUMNS:
+    for col in (*DELIVERY_COLUMNS, "idempotency_key"):
         if col in present:
             continue
         if col == "txid":

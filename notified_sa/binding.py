@@ -178,6 +178,16 @@ def bind_table(
         )
     if missing:
         return TableBinding(table, id_column, missing, model, None)
+    undeclared = [c.name for c in table.c if c.name not in present] if model is not None else []
+    if (
+        model is not None and undeclared
+    ):  # every claim loads every column of the model: say which are missing now, not at the claim
+        raise SchemaError(
+            f"the events table {label} lacks the columns {', '.join(undeclared)} that {model.__name__} declares "
+            f"(a table created by an earlier notified-sa, or a column added to the model). Add them with a "
+            f"migration: alembic revision --autogenerate writes it, or op.upgrade_events_table({table.name!r}) "
+            "(alembic_ext) adds notified-sa's; docs/guides/migrating.md walks through it"
+        )
     tables = delivery_tables(table, table.metadata if model is not None else None)
     absent = [t.name for t in tables.all() if not insp.has_table(t.name, schema=t.schema)]
     if absent:

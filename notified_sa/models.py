@@ -44,6 +44,7 @@ from .schema import TXID_DEFAULT, delivery_tables
 
 __all__ = [
     "DELIVERY_COLUMNS",
+    "IDEMPOTENCY_KEY_MAX_BYTES",
     "RETIRED_COLUMNS",
     "TABLE_INFO_KEY",
     "EventMixin",
@@ -90,6 +91,9 @@ DELIVERY_COLUMNS: tuple[str, ...] = (
     "last_error",
 )
 
+#: The longest idempotency key, in UTF-8 bytes: it must fit in a btree index entry (hash longer keys).
+IDEMPOTENCY_KEY_MAX_BYTES = 1000
+
 #: Columns of earlier notified-sa releases that the current delivery no longer uses (a migration drops them).
 RETIRED_COLUMNS: tuple[str, ...] = ("lease_owner", "lease_expires_at")
 
@@ -125,11 +129,13 @@ class EventMixin:
     ``processed_at``        timestamptz    when the event succeeded or died (default group)
     ``results``             jsonb          per handler: status, payload or error, attempt, duration
     ``last_error``          text           the last failure, for a quick look
+    ``idempotency_key``     text           optional, unique where set: publishing a key twice publishes once
     ======================  =============  ============================================================
 
-    One index beyond the primary key: ``(name, txid, id)``, which every claim reads in order from its group's
-    cursor. No index covers a column the server updates, so outcome writes are HOT updates (see
-    docs/architecture.md). The delivery tables (:mod:`notified_sa.schema`) are declared beside the table.
+    Two indexes beyond the primary key: ``(name, txid, id)``, which every claim reads in order from its group's
+    cursor, and the unique partial index ``uq_<table>_idempotency_key`` (rows with a key only). No index covers
+    a column the server updates, so outcome writes are HOT updates (see docs/architecture.md). The delivery
+    tables (:mod:`notified_sa.schema`) are declared beside the table.
 
     Class attributes ``__notify_channel__`` (default ``"events"``) and ``__notify_for_each__`` (``"row"`` or
     ``"statement"``) choose the notify trigger ``create_all`` installs.
@@ -151,6 +157,7 @@ class EventMixin:
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     results: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
     last_error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return (
@@ -198,6 +205,10 @@ def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
         CheckConstraint(f"status IN ({allowed})", name=conv(derived_name("ck_", table.name, "_status")))
     )
     Index(conv(derived_name("ix_", table.name, "_claim")), table.c.name, table.c.txid, table.c.id)
+    if "idempotency_key" in table.c:
+        key = table.c.idempotency_key
+        name = conv(derived_name("uq_", table.name, "_idempotency_key"))
+        Index(name, key, unique=True, postgresql_where=key.isnot(None))
     delivery_tables(table, table.metadata)
     for element in sqlalchemy_ddl(ddl.create):
         event.listen(table, "after_create", element)

@@ -64,9 +64,9 @@ def test_a_0x_table_keeps_its_outcomes_and_delivers_what_was_pending(engine: sa.
     columns = {
         r[0] for r in query(db_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
     }
-    assert "txid" in columns and "lease_owner" not in columns and "lease_expires_at" not in columns
+    assert {"txid", "idempotency_key"} <= columns and "lease_owner" not in columns and "lease_expires_at" not in columns
     indexes = {r[0] for r in query(db_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")}
-    assert indexes == {"jobs_pkey", "ix_jobs_claim"}
+    assert indexes == {"jobs_pkey", "ix_jobs_claim", "uq_jobs_idempotency_key"}
     with engine.connect() as conn:  # a second run has nothing left to do
         assert upgrade_statements(conn, UpgradeEventsTableOp("jobs")) == []
 

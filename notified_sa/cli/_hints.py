@@ -25,7 +25,7 @@ def schema_hint(conn: Connection, ref: TableRef) -> str:
             f"or name the right table with --table.{others}"
         )
     present = {c["name"] for c in insp.get_columns(ref.name, schema=ref.schema)}
-    missing = [c for c in ("id", "name", *DELIVERY_COLUMNS) if c not in present]
+    missing = [c for c in ("id", "name", *DELIVERY_COLUMNS, "idempotency_key") if c not in present]
     ops = add_column_ops(ref.name, ref.schema, missing)
     imports = ""
     if any("postgresql." in line for line in ops):

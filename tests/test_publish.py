@@ -74,6 +74,7 @@ def test_payload_forms(events_engine: sa.Engine) -> None:
         ((None, {}), "event 2: the name must be non-empty text"),
         (("a\x00b", {}), "the name must be non-empty text without NUL characters"),
         ("job", "expected a (name, payload) pair"),
+        ("ab", "expected a (name, payload) pair"),  # a string unpacks into characters: refused, not ('a', 'b')
     ],
 )
 def test_bad_input_is_refused_naming_the_event_and_the_transaction_goes_on(

@@ -176,7 +176,7 @@ held AS MATERIALIZED (
     SELECT l.id, l.event_ids, l.attempts FROM {n.leases} l
     WHERE l.id IN (SELECT b.lease FROM batch b) AND l.owner = :owner AND l.group_name = :group
     ORDER BY l.id
-    FOR UPDATE
+    FOR NO KEY UPDATE
 ),
 fenced AS MATERIALIZED (
     SELECT b.* FROM batch b JOIN held h ON h.id = b.lease
@@ -219,9 +219,11 @@ SELECT d.id, d.status, (SELECT count(*) FROM woken) AS woken FROM decided d
         """Inside a transactional handler's own transaction: record its success (``:entry``, ``{key: result}``) if
         this server still holds the event's lease for this attempt; return 1 if it does, 0 if the lease was lost.
 
-        The lease row is locked FOR KEY SHARE until the transaction ends: the reaper and the outcome writer lock it
-        FOR UPDATE, so neither can take the event back, or write its outcome, between this check and the commit;
-        lease renewals (FOR NO KEY UPDATE) go on. The success goes where the next claim of the event reads what is
+        The lease row is locked FOR KEY SHARE until the transaction ends: the reaper locks it FOR UPDATE, so it
+        cannot take the event back between this check and the commit. The outcome writer (shrinking the lease as
+        the other events in it finish) and lease renewals lock it FOR NO KEY UPDATE and go on: neither waits for
+        a handler's commit. The outcome writer deletes a lease only once every event in it is settled, and this
+        event is settled after the commit. The success goes where the next claim of the event reads what is
         done: the deliveries row of a retry (created, as leased, for a named group's first attempt) and, for the
         default group, the events row too.
         """

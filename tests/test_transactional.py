@@ -228,6 +228,75 @@ def test_the_session_factory_makes_the_handler_s_session(events_engine: sa.Engin
     assert seen == [(AppSession, "shop")]
 
 
+def test_a_connection_lost_at_commit_runs_the_handler_again_only_if_nothing_committed(
+    events_engine: sa.Engine,
+) -> None:
+    """The handler's backend is terminated just before its COMMIT reaches it: nothing committed, and the client
+    cannot know that. The attempt is noted as failed with an unknown outcome; the retry runs the handler again."""
+    conf = fast_config(backoff_base=0.01, backoff_cap=0.01)
+    handler_engine = sa.create_engine(events_engine.url, poolclass=sa.pool.NullPool)
+    killed: list[int] = []
+
+    @sa.event.listens_for(handler_engine, "commit")
+    def kill_before_commit(conn: sa.Connection) -> None:
+        if not killed:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with events_engine.connect() as other:
+                other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            killed.append(pid)
+
+    server = Server("events", events_engine, model=Event, conf=conf, session_factory=lambda: Session(handler_engine))
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        write(session, event)
+
+    (order,) = publish(events_engine, "order_paid", 1)
+    try:
+        with server:
+            wait_for(lambda: outcome(events_engine, None, order)[0] == "succeeded", what="the order succeeded")
+    finally:
+        handler_engine.dispose()
+    _status, results = outcome(events_engine, None, order)
+    assert len(killed) == 1 and effects(events_engine) == {order: 1}
+    assert results["project"]["attempt"] == 2
+    with events_engine.connect() as conn:
+        attempts = conn.execute(sa.text("SELECT attempts FROM events WHERE id = :id"), {"id": order}).scalar_one()
+    assert attempts == 2
+
+
+def test_a_commit_whose_reply_was_lost_is_not_run_again(events_engine: sa.Engine) -> None:
+    """The COMMIT went through but the client saw the connection drop (injected after the real commit): the
+    attempt is noted as failed with an unknown outcome, the database's record of the success stands, and the
+    retry does not run the handler again."""
+    conf = fast_config(backoff_base=0.01, backoff_cap=0.01)
+    lost: list[bool] = []
+
+    class ReplyLost(Session):
+        def commit(self) -> None:
+            super().commit()
+            if not lost:
+                lost.append(True)
+                raise sa.exc.OperationalError(
+                    "COMMIT", {}, Exception("server closed the connection unexpectedly"), connection_invalidated=True
+                )
+
+    server = Server("events", events_engine, model=Event, conf=conf, session_factory=lambda: ReplyLost(events_engine))
+    runs: list[int] = []
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        runs.append(event.id)
+        write(session, event)
+
+    (order,) = publish(events_engine, "order_paid", 1)
+    with server:
+        wait_for(lambda: outcome(events_engine, None, order)[0] == "succeeded", what="the order succeeded")
+    _status, results = outcome(events_engine, None, order)
+    assert lost == [True] and runs == [order] and effects(events_engine) == {order: 1}
+    assert results["project"]["status"] == "success" and results["project"]["attempt"] == 1
+
+
 def test_registration_mistakes_are_caught_early(events_engine: sa.Engine) -> None:
     server = Server("events", events_engine, model=Event, conf=fast_config())
     with pytest.raises(TypeError, match=r"handler\(event, session\)"):

@@ -12,6 +12,8 @@ It inspects the table, so it runs online only (``alembic upgrade``, not ``--sql`
   columns) and drops the columns and indexes the current delivery no longer uses;
 * adds the optional ``idempotency_key`` column (nullable: existing rows have no key) and its unique partial
   index;
+* sets the table's fillfactor to notified-sa's default (30, so outcome writes are HOT updates) unless it has
+  one (it applies to pages written from then on);
 * creates the claim index ``(name, txid, id)`` and the delivery tables (``<table>__groups`` and the others).
 
 Rows already ``succeeded`` or ``dead`` are passed over by the default group (the ``passed_over`` counter);
@@ -29,7 +31,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from notified_sa._identifiers import check_identifier, derived_name, qualified, quote_ident
 from notified_sa.errors import SchemaError
-from notified_sa.models import DELIVERY_COLUMNS, RETIRED_COLUMNS, EventStatus, event_table_shape
+from notified_sa.models import DEFAULT_FILLFACTOR, DELIVERY_COLUMNS, RETIRED_COLUMNS, EventStatus, event_table_shape
 from notified_sa.schema import TXID_DEFAULT, delivery_tables
 
 __all__ = ["UpgradeEventsTableOp"]
@@ -127,6 +129,17 @@ def _index_and_table_steps(insp: Any, name: str, schema: str | None, indexes: se
     return out
 
 
+def _fillfactor_steps(conn: Connection, name: str, schema: str | None) -> list[Any]:
+    """Set notified-sa's fillfactor on a table that has none of its own."""
+    options = conn.execute(
+        text("SELECT c.reloptions FROM pg_class c WHERE c.oid = CAST(:table AS regclass)"),
+        {"table": qualified(name, schema)},
+    ).scalar()
+    if any(option.startswith("fillfactor=") for option in options or ()):
+        return []
+    return [text(f"ALTER TABLE {qualified(name, schema)} SET (fillfactor = {DEFAULT_FILLFACTOR})")]
+
+
 def upgrade_statements(conn: Connection, op: UpgradeEventsTableOp) -> list[Any]:
     """What the upgrade of ``op``'s table runs on ``conn``'s database, in order (empty when it is up to date)."""
     name, schema = op.table_name, op.schema
@@ -140,6 +153,7 @@ def upgrade_statements(conn: Connection, op: UpgradeEventsTableOp) -> list[Any]:
     indexes = {ix["name"] for ix in insp.get_indexes(name, schema=schema)}
     return [
         *_column_steps(name, schema, present, op.existing_status),
+        *_fillfactor_steps(conn, name, schema),
         *_retired_steps(name, schema, present, indexes),
         *_index_and_table_steps(insp, name, schema, indexes),
     ]

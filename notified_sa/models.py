@@ -8,6 +8,7 @@
         __tablename__ = "events"
         __notify_channel__ = "events"        # the default; set per class
         __notify_for_each__ = "row"          # or "statement"
+        __fillfactor__ = 30                  # the default; None keeps PostgreSQL's (100)
 
 ``metadata.create_all()`` then creates the table, its indexes, the notify trigger
 (:func:`notified_sa.ddl.notify_trigger_ddl`) and the delivery tables beside it (:mod:`notified_sa.schema`);
@@ -38,11 +39,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 from sqlalchemy.sql.elements import conv
 
-from ._identifiers import check_channel, derived_name
+from ._identifiers import check_channel, derived_name, qualified
 from .ddl import NotifyTrigger, notify_trigger_ddl, sqlalchemy_ddl
 from .schema import TXID_DEFAULT, delivery_tables
 
 __all__ = [
+    "DEFAULT_FILLFACTOR",
     "DELIVERY_COLUMNS",
     "IDEMPOTENCY_KEY_MAX_BYTES",
     "RETIRED_COLUMNS",
@@ -91,6 +93,12 @@ DELIVERY_COLUMNS: tuple[str, ...] = (
     "last_error",
 )
 
+#: The events table's fillfactor: a new row takes little room (id, name, a small payload) and its outcome write
+#: adds the per-handler results (about 200 bytes), so pages filled to 30% at insert leave room for that update on
+#: the same page, where PostgreSQL makes it a HOT update (no index entries, less WAL): 97% HOT in the benchmark
+#: instead of 21% at 100. The table takes about a quarter more space for small events.
+DEFAULT_FILLFACTOR = 30
+
 #: The longest idempotency key, in UTF-8 bytes: it must fit in a btree index entry (hash longer keys).
 IDEMPOTENCY_KEY_MAX_BYTES = 1000
 
@@ -138,11 +146,15 @@ class EventMixin:
     tables (:mod:`notified_sa.schema`) are declared beside the table.
 
     Class attributes ``__notify_channel__`` (default ``"events"``) and ``__notify_for_each__`` (``"row"`` or
-    ``"statement"``) choose the notify trigger ``create_all`` installs.
+    ``"statement"``) choose the notify trigger ``create_all`` installs. ``__fillfactor__`` (default
+    :data:`DEFAULT_FILLFACTOR`, 30; 10 to 100, or None for PostgreSQL's default) is set on the table after
+    ``create_all`` creates it: room on each page for the outcome write, so it is a HOT update. Tables with large
+    payloads lose less to a higher value (docs/architecture.md).
     """
 
     __notify_channel__: ClassVar[str] = "events"
     __notify_for_each__: ClassVar[str] = "row"
+    __fillfactor__: ClassVar[int | None] = DEFAULT_FILLFACTOR
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text)
@@ -191,6 +203,18 @@ def _on_init(target: Any, args: Any, kwargs: dict[str, Any]) -> None:
     kwargs.setdefault("payload", {})
 
 
+def _fillfactor(cls: type[Any]) -> int | None:
+    value = getattr(cls, "__fillfactor__", DEFAULT_FILLFACTOR)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 10 <= value <= 100:
+        raise ValueError(
+            f"{cls.__name__}.__fillfactor__ must be an integer from 10 to 100 (PostgreSQL's range) or None, got "
+            f"{value!r}"
+        )
+    return value
+
+
 @event.listens_for(EventMixin, "instrument_class", propagate=True)
 def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
     table = mapper.local_table
@@ -210,6 +234,11 @@ def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
         name = conv(derived_name("uq_", table.name, "_idempotency_key"))
         Index(name, key, unique=True, postgresql_where=key.isnot(None))
     delivery_tables(table, table.metadata)
+    fillfactor = _fillfactor(cls)
+    if fillfactor is not None:
+        target = qualified(table.name, table.schema)
+        for element in sqlalchemy_ddl((f"ALTER TABLE {target} SET (fillfactor = {fillfactor})",)):
+            event.listen(table, "after_create", element)
     for element in sqlalchemy_ddl(ddl.create):
         event.listen(table, "after_create", element)
     for element in sqlalchemy_ddl(ddl.drop):

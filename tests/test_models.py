@@ -168,3 +168,58 @@ def test_bad_channel_on_a_model_is_refused_at_class_definition() -> None:
         class TooLong(EventMixin, declarative_base()):  # type: ignore[misc]
             __tablename__ = "too_long"
             __notify_channel__ = "c" * 64
+
+
+def _reloptions(engine: sa.Engine, table: str) -> list[str]:
+    with engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table})
+        return list(found.scalar() or [])
+
+
+def test_the_table_gets_a_fillfactor_that_leaves_room_for_the_outcome_write(engine: sa.Engine) -> None:
+    """Filled to 30% at insert, a page keeps room for its rows' outcome writes: HOT updates. The outcome write of
+    a small event lands on the same page (its ctid's block is unchanged)."""
+    _create(engine)
+    assert _reloptions(engine, "events") == ["fillfactor=30"]
+    assert _reloptions(engine, '"audit"."audit events"') == ["fillfactor=30"]  # quoted, schema-qualified
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO events (name) SELECT 'job' FROM generate_series(1, 500)"))
+    with engine.begin() as conn:
+        before = dict(conn.execute(sa.text("SELECT id, (ctid::text::point)[0] FROM events")).all())
+        results = '{"app.handlers.send_welcome_mail": {"status": "success", "attempt": 1, "duration_ms": 1.25}}'
+        conn.execute(
+            sa.text("UPDATE events SET status = 'succeeded', processed_at = now(), results = CAST(:r AS jsonb)"),
+            {"r": results},
+        )
+        after = dict(conn.execute(sa.text("SELECT id, (ctid::text::point)[0] FROM events")).all())
+    assert sum(before[i] == after[i] for i in before) / len(before) > 0.9
+
+
+class _OwnFillfactor(DeclarativeBase):
+    pass
+
+
+class _Dense(EventMixin, _OwnFillfactor):
+    __tablename__ = "dense_events"
+    __fillfactor__ = None
+
+
+class _Large(EventMixin, _OwnFillfactor):
+    __tablename__ = "large_events"
+    __fillfactor__ = 80
+
+
+def test_fillfactor_can_be_chosen_or_left_to_postgresql(engine: sa.Engine) -> None:
+    _OwnFillfactor.metadata.create_all(engine)
+    assert _reloptions(engine, "dense_events") == []
+    assert _reloptions(engine, "large_events") == ["fillfactor=80"]
+    for bad in (5, 101, "30", True):
+
+        class _BadBase(DeclarativeBase):
+            pass
+
+        with pytest.raises(ValueError, match="__fillfactor__ must be an integer from 10 to 100"):
+
+            class _Bad(EventMixin, _BadBase):
+                __tablename__ = "bad_events"
+                __fillfactor__ = bad

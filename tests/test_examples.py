@@ -80,6 +80,8 @@ def test_alembic_project_upgrades_to_a_working_trigger_and_downgrades_to_nothing
     url_arg = f"url={db_url}"
     alembic("-x", url_arg, "upgrade", "head")
     assert table_exists(db_url, "events")
+    # as metadata.create_all() leaves it: room on each page for the outcome writes (HOT updates)
+    assert query(db_url, "SELECT reloptions FROM pg_class WHERE oid = 'events'::regclass") == [(["fillfactor=30"],)]
     # the trigger works: an insert notifies the channel with the new id
     listener = Listener(db_url, "events")
     try:

@@ -223,3 +223,31 @@ def test_fillfactor_can_be_chosen_or_left_to_postgresql(engine: sa.Engine) -> No
             class _Bad(EventMixin, _BadBase):
                 __tablename__ = "bad_events"
                 __fillfactor__ = bad
+
+
+def test_an_orm_publish_returns_only_the_id_and_the_defaults_still_load(engine: sa.Engine) -> None:
+    """publishing is add and commit, and the commit expires every attribute: the INSERT does not fetch the server
+    defaults back (RETURNING id only); reading one afterwards loads it."""
+    _create(engine)
+    inserts: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: inserts.append(a[2]) if "INSERT" in a[2] else None)
+    with Session(engine, expire_on_commit=False) as s:
+        event = Event(name="orm")
+        s.add(event)
+        s.commit()
+        assert "RETURNING events.id" in inserts[0] and "created_at" not in inserts[0]
+        assert event.id > 0 and event.txid > 0 and event.created_at <= datetime.now(timezone.utc)
+
+
+class _EagerBase(DeclarativeBase):
+    pass
+
+
+class _Eager(EventMixin, _EagerBase):
+    __tablename__ = "eager_events"
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+
+
+def test_a_model_s_own_eager_defaults_is_kept() -> None:
+    assert sa.inspect(_Eager).eager_defaults is True
+    assert sa.inspect(Event).eager_defaults is False

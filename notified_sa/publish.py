@@ -3,7 +3,7 @@
 Publishing one event is ``session.add(Event(...))`` and ``commit()``. For many at once, :func:`publish_many` sends
 ``INSERT INTO events (name, payload) SELECT ... FROM unnest(:names, :payloads) ... RETURNING id``: two array
 parameters instead of one parameter set per row, which costs the application a fraction of what an ORM bulk
-INSERT does (see the README's Performance section). It never commits: the events exist if and only if the
+INSERT does (see docs/performance.md). It never commits: the events exist if and only if the
 caller's transaction commits, like every other change in it.
 """
 

@@ -133,8 +133,9 @@ class Server:
         spec = self._registry.add(event_name, handler, key=key, transactional=transactional)
         if spec.is_async:
             raise TypeError(
-                f"handler {spec.key} for {event_name!r} is async; the threaded Server calls handlers in threads. "
-                "Use notified_sa.asyncio.AsyncServer for async def handlers"
+                f"handler {spec.key} for {event_name!r} is async, and the Server calls handlers in threads "
+                "(notified-sa has no asyncio runtime yet): register a plain def handler, which may run your "
+                "coroutine with asyncio.run(...)"
             )
         runtime = self._runtime
         if runtime is not None:

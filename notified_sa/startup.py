@@ -145,8 +145,10 @@ def check_engine(bind: object) -> tuple[Engine, bool]:
         engine, owned = bind, False
     elif hasattr(bind, "sync_engine"):
         raise TypeError(
-            "Server runs on a sync Engine and this is an AsyncEngine; use notified_sa.asyncio.AsyncServer with it, "
-            "or pass async_engine.sync_engine"
+            "Server runs on a sync Engine and this is an AsyncEngine (notified-sa has no asyncio runtime yet): give "
+            "the Server an Engine of its own on the same database, such as "
+            "create_engine(async_engine.url.set(drivername='postgresql+psycopg')); the application keeps its "
+            "AsyncEngine and publishes by committing its AsyncSession as before"
         )
     else:
         raise TypeError(f"bind must be a SQLAlchemy Engine or a database URL, got {type(bind).__name__}")
@@ -154,8 +156,9 @@ def check_engine(bind: object) -> tuple[Engine, bool]:
         if owned:
             engine.dispose()
         raise TypeError(
-            f"the {engine.dialect.driver!r} driver is asyncio-only and Server is threaded: use "
-            "notified_sa.asyncio.AsyncServer, or a postgresql+psycopg2:// or postgresql+psycopg:// URL"
+            f"the {engine.dialect.driver!r} driver is asyncio-only and the Server is threaded (notified-sa has no "
+            "asyncio runtime yet): give the Server a postgresql+psycopg:// or postgresql+psycopg2:// URL on the same "
+            "database; the application may keep its async driver"
         )
     return engine, owned
 

@@ -139,7 +139,7 @@ def test_a_handler_returning_a_coroutine_fails_saying_which_runtime_runs_it() ->
         return None
 
     outcome = run_job(_job(lambda e: coro()), POLICY)
-    assert "AsyncServer" in _record(outcome)["results"]["h0"]["error"]
+    assert "asyncio.run(" in _record(outcome)["results"]["h0"]["error"]
 
 
 def test_every_handler_runs_even_when_one_raises_and_the_error_names_it() -> None:

@@ -44,3 +44,28 @@ def test_both_drivers_are_dependencies_so_a_bare_url_works_in_the_users_own_code
             assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_asyncio_engines_drivers_and_handlers_are_refused_saying_what_to_do_meanwhile() -> None:
+    """Until notified-sa has an asyncio runtime, each asyncio form is refused at once with what works today."""
+    from notified_sa import Server
+
+    with pytest.raises(TypeError, match="'psycopg' driver is asyncio-only") as info:
+        Server("events", "postgresql+psycopg_async://postgres@127.0.0.1/test")
+    assert "postgresql+psycopg://" in str(info.value)
+    server = Server("events", "postgresql+psycopg2://postgres@127.0.0.1/test")
+
+    async def handler(event: object) -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"is async.*asyncio\.run") as caught:
+        server.register_handler("job", handler)
+    assert "AsyncServer" not in str(caught.value)  # it does not exist yet: never point at it
+    if importlib.util.find_spec("greenlet") is None:
+        return  # an AsyncEngine needs greenlet, which the application that has one installed
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async_engine = create_async_engine("postgresql+psycopg://postgres@127.0.0.1/test")
+    with pytest.raises(TypeError, match="this is an AsyncEngine") as refused:
+        Server("events", async_engine)
+    assert "async_engine.url.set(drivername='postgresql+psycopg')" in str(refused.value)

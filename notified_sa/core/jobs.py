@@ -194,7 +194,8 @@ class JobRun:
             return Verdict(
                 False,
                 None,
-                "handler returned a coroutine (an async def handler?); run it on notified_sa.asyncio.AsyncServer",
+                "handler returned a coroutine (an async def handler?); the Server runs plain functions in threads: "
+                "register a def handler that runs the coroutine with asyncio.run(...)",
             )
         return Verdict(
             False,

@@ -136,20 +136,21 @@ def test_ids_lost_to_rolled_back_inserts_delay_nothing(events_engine: sa.Engine,
         doomed = events_engine.connect()
         try:
             doomed.execute(sa.text("INSERT INTO events (name) SELECT 'job' FROM generate_series(1, 3)"))
+            doomed_xid = int(doomed.execute(sa.text("SELECT pg_current_xact_id()::text")).scalar_one())
             first = publish(events_engine, "job", 3)
             wait_for(lambda: _seen(named) == first and _seen(default) == first, what="the events around the gap")
             waiting = query(db_url, "SELECT waiting_xids FROM events__cursors WHERE group_name = 'g'")
-            assert waiting and waiting[0][0], "the open transaction is waited for"
+            assert waiting and doomed_xid in waiting[0][0], "the open transaction is waited for"
             doomed.rollback()
         finally:
             doomed.close()
         second = publish(events_engine, "job", 3)
         assert second[0] - first[-1] == 1 and first[0] > 3, "ids 1-3 went to the rolled-back transaction"
         wait_for(lambda: _seen(named) == first + second and _seen(default) == first + second, what="after it")
-        wait_for(
-            lambda: query(db_url, "SELECT waiting_xids FROM events__cursors WHERE group_name = 'g'") == [([],)],
-            what="nothing waited for once the rolled-back transaction is gone",
-        )
+        # the claims after the rollback dropped it (another transaction running at a claim, such as an outcome
+        # write, may be waited for until the next claim: harmless, and not what this test is about)
+        waiting = query(db_url, "SELECT waiting_xids FROM events__cursors WHERE group_name = 'g'")
+        assert doomed_xid not in waiting[0][0], "the rolled-back transaction is no longer waited for"
     assert by_status(events_engine) == {"default": {"succeeded": 6}, "g": {"succeeded": 6}}
 
 

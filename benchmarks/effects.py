@@ -52,7 +52,8 @@ def check_effects(url: str, ids: list[int]) -> dict[str, Any]:
             sessions = None
             if conn.server_version >= 140000:  # the database is the run's own: every session since it was created
                 cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-                sessions = int(cur.fetchone()[0])
+                row = cur.fetchone()
+                sessions = int(row[0]) if row else None
     finally:
         conn.rollback()
         conn.close()

@@ -24,7 +24,11 @@ Server child protocol (parent -> child, child -> parent)::
     ("ready", timeout)                   -> ("ready", bool)          listening and caught up
     ("await", n, timeout, settle)        -> ("count", handled)       n handler starts seen (or timeout), then
                                                                      ``settle`` s more to catch late duplicates
-    ("stop", timeout)                    -> ("stopped", {records, stats, vm_hwm_kib, cpu_seconds, t_start})
+    ("stop", timeout)                    -> ("stopped", {records, committed, stats, vm_hwm_kib, cpu_seconds,
+                                                     t_start})
+
+``committed`` is the server's ``committed`` list where it keeps one (the effects scenario: ``(event id, time)``
+when the handler's row committed), else empty.
 
 Publisher child: ``<spawn> -> ("ready", {...})``, ``("plan", Plan) -> ("published", Published)``, ``("exit",)``.
 Any failure in a child is sent as ``("error", traceback)`` and raised in the parent as :class:`BenchmarkError`.
@@ -418,6 +422,7 @@ def server_main(conn: Connection, module: str, options: dict[str, Any], url: str
                 stats = server.stop(msg[1])
                 report = {
                     "records": list(records),
+                    "committed": list(getattr(server, "committed", ())),
                     "stats": stats,
                     "vm_hwm_kib": vm_hwm_kib(),
                     "cpu_seconds": _cpu_seconds() - cpu_start,

@@ -33,12 +33,25 @@ def delivery_text(runs: list[dict[str, Any]]) -> str:
     accounts = [r["delivery"] for r in runs]
     if all(a["exactly_once"] for a in accounts):
         return f"all {accounts[0]['expected']:,} once" + (f" (x{len(runs)} runs)" if len(runs) > 1 else "")
-    worst = max(accounts, key=lambda a: a["missing"] + a["duplicates"] + a["unexpected"])
+    worst = max(accounts, key=lambda a: a["missing"] + a["duplicates"] + a["unexpected"] + _effect_problems(a))
     parts = [f"{worst['handled']:,}/{worst['expected']:,}"]
     for key in ("missing", "duplicates", "unexpected"):
         if worst[key]:
             parts.append(f"{worst[key]:,} {key}")
+    effects = worst.get("effects") or {}
+    for key in _EFFECT_PROBLEMS:
+        if effects.get(key):
+            parts.append(f"{effects[key]:,} {key.replace('_', ' ')}")
     return "NOT EXACT: " + ", ".join(parts) + " (worst run)"
+
+
+#: What the effects scenario's database check can find wrong (``delivery["effects"]``).
+_EFFECT_PROBLEMS = ("without_row", "extra_rows", "not_succeeded", "committed_twice")
+
+
+def _effect_problems(account: dict[str, Any]) -> int:
+    effects = account.get("effects") or {}
+    return sum(int(effects.get(key) or 0) for key in _EFFECT_PROBLEMS)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -149,7 +162,8 @@ _NOTES = [
     "",
     "ratios are notified-sa / baseline, medians: for rates (events/s, deliveries/s, rows/s, keep-up) and hot% above 1 "
     "means notified-sa is better; for times, unhandled counts, CPU, tx, WAL, row writes and RSS, below 1 means "
-    "notified-sa is better. Fan-out ratios pair the same number of groups.",
+    "notified-sa is better. Fan-out ratios pair the same number of groups; effects ratios are the transactional "
+    "handler / the ordinary handler with its own Session, same driver (rates above 1: transactional is faster).",
     "costs per event published (warm-up included; backlog: per pending event, the preload not counted): "
     "srv CPU us/ev = CPU time of the server process(es) from start to stop; tx/ev = transactions committed in the "
     "run's database (pg_stat_database); WAL B/ev = WAL written by the whole cluster, from the WAL position "
@@ -207,7 +221,9 @@ def _ratio_lines(
     for subject in subjects:
         mine = [x for x in here if x["subject"] == subject and x["metric"] in keys]
         bases = list(dict.fromkeys(x["baseline"] for x in mine))
-        title = "vs no trigger" if key == "trigger" else "notified-sa / baseline"
+        title = {"trigger": "vs no trigger", "effects": "/ ordinary handler, same driver"}.get(
+            key, "notified-sa / baseline"
+        )
         header = [f"{labels[subject]}: {title}", *(mt.label for mt in metrics)]
         rows = []
         for base in bases:

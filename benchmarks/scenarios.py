@@ -1,7 +1,7 @@
-"""The scenarios (fan-out: :mod:`benchmarks.fanout`). Each ``run_*`` function does one run in a fresh database
-that already holds the system's schema, and returns its figures, its costs per event and a delivery account;
-benchmarks/README.md says what every figure means. The steps the timed runs share are in
-:mod:`benchmarks.runner`.
+"""The scenarios (fan-out: :mod:`benchmarks.fanout`; a handler writing one row: :mod:`benchmarks.effects`).
+Each ``run_*`` function does one run in a fresh database that already holds the system's schema, and returns its
+figures, its costs per event and a delivery account; benchmarks/README.md says what every figure means. The steps
+the timed runs share are in :mod:`benchmarks.runner`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import psycopg2
 
 from .costs import COSTS, PUBLISH_COSTS, delta, per_event, snapshot
+from .effects import EFFECTS
 from .fanout import FANOUT, FANOUT_NOT_APPLICABLE
 from .figures import Metric, Scenario, Settings
 from .harness import Child, Plan, clock, close_all, libpq_url, start_listener, start_publisher, start_server
@@ -276,6 +277,7 @@ SCENARIOS: dict[str, Scenario] = {
             "per row inserted (warm-up included)",
         ),
         FANOUT,
+        EFFECTS,
     )
 }
 
@@ -285,4 +287,8 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     "(at-most-once): it would handle none of the backlog",
     ("backlog", "floor"): "a bare LISTEN loop has no way to find events committed before it listened",
     **FANOUT_NOT_APPLICABLE,
+    **{
+        ("effects", family): "the effects scenario compares notified-sa's two kinds of handler with each other"
+        for family in ("seed", "pgqueuer", "floor")
+    },
 }

@@ -36,6 +36,7 @@ EXPECTED_SYSTEMS = {
     "backlog": {"notified_sa[asyncio]", "pgqueuer[b10]", "pgqueuer[b100]"} | SA,
     "trigger": {"insert[none]", "insert[row]", "insert[statement]", "insert[publish_many]"},
     "fanout": {f"{s}[groups={g}]" for s in ("notified_sa", "floor") for g in (1, 2, 4)},
+    "effects": {f"notified_sa[{d}effect={e}]" for d in ("", "psycopg,") for e in ("session", "transactional")},
 }
 #: Systems that may be skipped, and the reason they must then give: a peer not installed, or a notified-sa feature
 #: still to come. Every other system must run.
@@ -80,6 +81,10 @@ def _check_delivery(scenario: str, run: dict[str, Any], where: str) -> None:
         assert all(g["delivery"]["exactly_once"] for g in run["per_group"]), where
     elif scenario != "trigger":
         assert acct["expected"] == run["events"], where
+    if scenario == "effects":  # the database holds one row per event published, and every event succeeded
+        effects = run["effects"]
+        assert effects["exact"] is True, f"{where}: {effects}"
+        assert effects["effect_rows"] == effects["events"] == run["events"] + run["warmup_events"], where
     assert acct["missing"] == 0, f"{where}: {acct}"
     assert acct["duplicates"] == 0, f"{where}: {acct}"
     assert acct["unexpected"] == 0, f"{where}: {acct}"

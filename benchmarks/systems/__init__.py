@@ -174,6 +174,32 @@ def _fanout(sa_driver: str, groups: tuple[int, ...]) -> list[SystemSpec]:
     return specs
 
 
+def _effects(sa_drivers: tuple[str, ...]) -> list[SystemSpec]:
+    """The effects scenario's systems, per driver: an ordinary handler writing its row in a Session of its own
+    (the baseline) and a transactional handler writing it in notified-sa's (the subject); ratios pair the same
+    driver only. Library defaults, row trigger."""
+    specs = []
+    for d in sa_drivers:
+        base, label = SA_DRIVERS[d]
+        for effect, role, what in (
+            ("session", "baseline", "ordinary handler, own Session"),
+            ("transactional", "subject", "transactional handler"),
+        ):
+            specs.append(
+                SystemSpec(
+                    _variant(base, f"effect={effect}"),
+                    "notified_sa",
+                    f"{label}, {what}",
+                    _SA,
+                    frozenset({"effects"}),
+                    {"driver": d, "for_each": "row", "effect": effect},
+                    role=role,
+                    match=d,
+                )
+            )
+    return specs
+
+
 def _trigger_variants(sa_driver: str) -> list[SystemSpec]:
     return [
         SystemSpec(
@@ -209,8 +235,9 @@ def build_systems(
     """Every system configuration the benchmark knows, in table order: notified-sa with the library defaults
     first, then with each pool size of ``sa_pool_sizes``, then the baselines.
 
-    notified-sa runs once per driver in ``sa_drivers`` (row trigger); the statement-trigger variant, the fan-out
-    systems and the trigger scenario's publish_many line use the first driver.
+    notified-sa runs once per driver in ``sa_drivers`` (row trigger), and so do the effects scenario's two handler
+    variants; the statement-trigger variant, the fan-out systems and the trigger scenario's publish_many line use
+    the first driver.
     """
     specs = _notified_sa(sa_drivers, None)
     for pool in sa_pool_sizes:
@@ -238,4 +265,5 @@ def build_systems(
     ]
     specs += _fanout(sa_drivers[0], fanout_groups)
     specs += _trigger_variants(sa_drivers[0])
+    specs += _effects(sa_drivers)
     return specs

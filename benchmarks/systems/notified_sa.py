@@ -9,6 +9,12 @@ key and label then say so.
 
 The table is created by ``metadata.create_all()``, which also installs the notify trigger the model asks for
 (``__notify_for_each__`` = ``row``, the default, or ``statement``).
+
+The effects scenario's systems (``effect`` in the options) have a handler that writes one row into an ``effects``
+table (:class:`Effect`, created next to the events table): ``effect="session"`` is an ordinary handler that opens
+``Session(engine)`` itself, adds the row and commits; ``effect="transactional"`` is registered with
+``transactional=True`` and adds the row to the Session notified-sa gives it, which notified-sa commits together
+with the handler's success. Both record when their row committed (:attr:`_Server.committed`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from benchmarks.harness import Commit, Plan, Published, Record, clock, run_plan, source_fingerprint, sqlalchemy_url
 from notified_sa import EventMixin, NotifiedConfig, Server, notify_trigger_ddl, publish_many
@@ -53,6 +60,27 @@ class StatementEvent(EventMixin, StatementBase):
 
     __tablename__ = "events"
     __notify_for_each__ = "statement"
+
+
+class EffectBase(DeclarativeBase):
+    pass
+
+
+class Effect(EffectBase):
+    """The row an effects-scenario handler writes, one per event: no unique constraint on ``event_id``, so a
+    handler run twice leaves two rows (the scenario counts them)."""
+
+    __tablename__ = "effects"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    event_id: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[Any] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+#: The handler variants of the effects scenario (``effect`` in the options).
+EFFECTS = ("session", "transactional")
+#: The Session.info key under which an effects handler notes its event id (read when the Session commits).
+_EFFECT_OF = "benchmark_effect_of"
 
 
 def _model(options: dict[str, Any]) -> type[Event] | type[StatementEvent]:
@@ -104,6 +132,11 @@ def unavailable(options: dict[str, Any]) -> str | None:
         return f"its driver {driver} is not installed; pip install -e '.[psycopg]'"
     if int(options.get("groups", 1)) > 1:
         return groups_missing()
+    if (
+        options.get("effect") == "transactional"
+        and "transactional" not in inspect.signature(Server.register_handler).parameters
+    ):
+        return "needs transactional handlers: Server.register_handler has no `transactional` parameter"
     return None
 
 
@@ -123,17 +156,28 @@ def describe(options: dict[str, Any]) -> dict[str, Any]:
         "config": "NotifiedConfig library defaults" + (f", except {changed}" if changed else ""),
         "config_fields": {name: getattr(conf, name) for name in _SHOWN},
         **({"groups": options["groups"]} if "groups" in options else {}),
+        **({"handler": _EFFECT_HANDLERS[options["effect"]]} if "effect" in options else {}),
         "publish": "one event: Session.add(event); commit(). A batch: "
         "publish_many(session, Event, [(name, payload), ...]); commit()",
     }
 
 
+_EFFECT_HANDLERS = {
+    "session": "ordinary handler(event): with Session(engine) as s: s.add(Effect(event_id=event.id)); s.commit()",
+    "transactional": "@server.handler(name, transactional=True) handler(event, session): "
+    "session.add(Effect(event_id=event.id)); notified-sa commits (default session_factory, Session(engine))",
+}
+
+
 def setup(url: str, options: dict[str, Any]) -> None:
-    """``metadata.create_all()``: the table, its indexes and its notify trigger. The trigger scenario's
-    ``trigger="none"`` variant then drops the trigger again (with the DDL builder's own DROP statements)."""
+    """``metadata.create_all()``: the table, its indexes and its notify trigger (and the effects table for the
+    effects scenario). The trigger scenario's ``trigger="none"`` variant then drops the trigger again (with the DDL
+    builder's own DROP statements)."""
     engine = sa.create_engine(sqlalchemy_url(url, "psycopg2"))
     try:
         _model(options).metadata.create_all(engine)
+        if options.get("effect"):
+            EffectBase.metadata.create_all(engine)
         if options.get("trigger") == "none":
             with engine.begin() as conn:
                 for stmt in notify_trigger_ddl("events", CHANNEL).drop:
@@ -169,13 +213,54 @@ class _Server:
                 raise RuntimeError(missing)
             group["group"] = options["group"]
         self.server = Server(CHANNEL, self.engine, model=_model(options), conf=config(options), **group)
+        #: effects scenario: (event id, clock() when its handler's row committed), in commit order
+        self.committed: list[Record] = []
         append = records.append
+        effect = options.get("effect")
+        if effect is not None:
+            self._register_effect(effect, append)
+            return
 
         def handle(event: Any) -> None:
             t = clock()
             append((event.id, t))
 
         self.server.register_handler(EVENT_NAME, handle, key="bench")
+
+    def _register_effect(self, effect: str, append: Any) -> None:
+        """The effects scenario's handler (see the module docstring). Either variant marks its Session with the
+        event id; a listener on the Session class reads the clock as that Session's commit completes (the
+        transactional variant's commit is notified-sa's, after the handler returned)."""
+        engine, done = self.engine, self.committed.append
+
+        def committed(session: Session) -> None:
+            event_id = session.info.get(_EFFECT_OF)
+            if event_id is not None:
+                done((event_id, clock()))
+
+        sa_event.listen(Session, "after_commit", committed)  # this server process only
+        if effect == "session":
+
+            def own_session(event: Any) -> None:
+                t = clock()
+                append((event.id, t))
+                with Session(engine) as session:
+                    session.info[_EFFECT_OF] = event.id
+                    session.add(Effect(event_id=event.id))
+                    session.commit()
+
+            self.server.register_handler(EVENT_NAME, own_session, key="bench")
+        elif effect == "transactional":
+
+            def in_transaction(event: Any, session: Session) -> None:
+                t = clock()
+                append((event.id, t))
+                session.info[_EFFECT_OF] = event.id
+                session.add(Effect(event_id=event.id))
+
+            self.server.register_handler(EVENT_NAME, in_transaction, key="bench", transactional=True)
+        else:
+            raise ValueError(f"unknown effect {effect!r}; expected one of {EFFECTS}")
 
     def start(self) -> None:
         self.server.start()

@@ -297,6 +297,30 @@ def test_a_commit_whose_reply_was_lost_is_not_run_again(events_engine: sa.Engine
     assert results["project"]["status"] == "success" and results["project"]["attempt"] == 1
 
 
+def test_the_fence_is_prepared_once_per_pooled_connection_with_psycopg2(events_engine: sa.Engine) -> None:
+    """With psycopg2 the fence statement is prepared on the handler's pooled connection the first time and
+    executed from then on (psycopg 3 prepares repeated statements by itself, so nothing is prepared by hand)."""
+    one = sa.create_engine(events_engine.url, pool_size=1, max_overflow=0)
+    server = Server(
+        "events", events_engine, model=Event, conf=fast_config(pool_size=1), session_factory=lambda: Session(one)
+    )
+    seen: list[int] = []
+
+    @server.handler("order_paid", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        sql = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'notified_sa_%'"
+        seen.append(int(session.execute(sa.text(sql)).scalar_one()))
+        write(session, event)
+
+    ids = publish(events_engine, "order_paid", 3)
+    try:
+        assert {d.status for d in server.drain()} == {"succeeded"}
+    finally:
+        one.dispose()
+    assert effects(events_engine) == dict.fromkeys(ids, 1)
+    assert seen == ([0, 1, 1] if events_engine.dialect.driver == "psycopg2" else [0, 0, 0])
+
+
 def test_registration_mistakes_are_caught_early(events_engine: sa.Engine) -> None:
     server = Server("events", events_engine, model=Event, conf=fast_config())
     with pytest.raises(TypeError, match=r"handler\(event, session\)"):

@@ -125,6 +125,7 @@ class DurableDelivery:
         self._deferred: list[float] = []  # seconds until events the last claim deferred fall due
         self.claim_fast = FastStatement(self.statements.claim, dialect, [*binding.table.c, *_EXTRAS])
         self.complete_fast = FastStatement(self.statements.complete, dialect)
+        self.record_success_fast = FastStatement(self.statements.record_success, dialect)
 
     # ------------------------------------------------------------------ start and registrations
 
@@ -278,7 +279,7 @@ class DurableDelivery:
             "name": job.name,
             "entry": entry,
         }
-        return Op(self.statements.record_success, params, _held)
+        return Op(self.statements.record_success, params, _held, fast=self.record_success_fast)
 
     def written(self, outcomes: Sequence[Outcome], written: Mapping[Any, str]) -> list[float]:
         delays: list[float] = []

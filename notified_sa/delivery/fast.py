@@ -55,6 +55,8 @@ class FastStatement:
         self.keys: list[str] = [column.key for column in self._columns]
         #: Whether it can run on the DBAPI cursor (the driver takes named pyformat parameters).
         self.native = dialect.paramstyle == "pyformat" and not compiled.positional
+        #: The driver it was compiled for (``psycopg2``, ``psycopg``): its SQL runs on connections of that driver.
+        self.driver: str = dialect.driver
         #: (index, processor) of the columns whose values SQLAlchemy's types convert; known after the first run.
         self._processors: list[tuple[int, Callable[[Any], Any]]] | None = None
         self.name, self.prepare_sql, self.execute_sql = self._prepared_forms(compiled, dialect)

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from notified_sa import _faults
+from notified_sa import _faults, drivers
 from notified_sa.binding import TableBinding
 from notified_sa.config import NotifiedConfig
 from notified_sa.core.backoff import RECONNECT, Backoff
@@ -173,7 +173,13 @@ class ThreadedRuntime:
             stats=stats,
         )
         self.transactional = (
-            TransactionalCaller(session_factory, self.delivery.record_success) if session_factory is not None else None
+            TransactionalCaller(
+                session_factory,
+                self.delivery.record_success,
+                prepare=not config.poll_only and not drivers.prepares_itself(engine),
+            )
+            if session_factory is not None
+            else None
         )
         self.pool = WorkerPool(config.pool_size, self._run, self.supervisor)
         self.completer = Completer(self._write, self._on_written, self.supervisor) if durable else None

@@ -27,6 +27,7 @@ __all__ = ["LEASE_LOST", "TransactionalCaller"]
 logger = logging.getLogger("notified_sa.server")
 
 _COMMITTING = "notified_sa.committing"
+_PREPARED = "notified_sa.prepared"  # in a pooled DBAPI connection's info: the statements prepared on it
 
 #: The failure recorded when the lease was lost before a transactional handler's transaction could commit.
 LEASE_LOST = (
@@ -50,12 +51,46 @@ def _rollback(session: Session) -> None:
         logger.debug("rolling back a transactional handler's session failed: %r", exc)
 
 
+def _run_in(session: Session, op: Op[bool], prepare: bool) -> bool:
+    """Run ``op`` in the session's transaction: its compiled SQL on the session's connection when it is for the
+    same driver (a third of the CPU of ``session.execute``), else the statement through SQLAlchemy.
+
+    ``prepare``: with a driver that does not prepare statements by itself (psycopg2), the statement is prepared
+    once per pooled connection (remembered in the DBAPI connection's ``info``), which saves PostgreSQL planning
+    it for every event. A PREPARE the server refuses turns preparing off for the statement (that attempt fails
+    with the handler's transaction and is retried unprepared).
+    """
+    conn = session.connection()
+    fast = op.fast
+    if fast is None or not fast.native or conn.dialect.driver != fast.driver:
+        return op.read(list(conn.execute(op.statement, op.params)))
+    sql = fast.sql
+    if prepare and fast.prepare_sql is not None and fast.execute_sql is not None:
+        prepared: set[str] = conn.connection.info.setdefault(_PREPARED, set())
+        if fast.name not in prepared:
+            try:
+                conn.exec_driver_sql(fast.prepare_sql)
+            except sa_exc.DBAPIError:
+                fast.prepare_sql = fast.execute_sql = None
+                raise
+            prepared.add(fast.name)
+        sql = fast.execute_sql
+    return op.read(list(conn.exec_driver_sql(sql, fast.parameters(op.params))))
+
+
 class TransactionalCaller:
     """Runs one transactional handler in a new Session from ``session_factory`` (see the module docstring)."""
 
-    def __init__(self, session_factory: Callable[[], Session], record: Callable[[Job, str], Op[bool] | None]) -> None:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        record: Callable[[Job, str], Op[bool] | None],
+        *,
+        prepare: bool = False,
+    ) -> None:
         self._factory = session_factory
         self._record = record
+        self._prepare = prepare
 
     def __call__(self, run: JobRun, spec: HandlerSpec, event: Any) -> None:
         """Call ``spec``'s handler with ``event`` and a session, and record what came of it in ``run``."""
@@ -85,7 +120,7 @@ class TransactionalCaller:
             op = self._record(run.job, entry)
             if op is None:
                 raise RuntimeError("transactional handlers need a table with the delivery columns")
-            if not op.read(list(session.execute(op.statement, op.params))):
+            if not _run_in(session, op, self._prepare):
                 _rollback(session)
                 run.settle(Verdict(False, None, LEASE_LOST))
                 return False

@@ -190,7 +190,18 @@ decided AS MATERIALIZED (
            CASE WHEN f.status = 'succeeded' AND EXISTS (
                     SELECT 1 FROM ({_required(n, "f.name")}) AS r
                     WHERE (k.results -> r.key ->> 'status') IS DISTINCT FROM 'success')
-                THEN 'waiting' ELSE f.status END AS status
+                THEN 'waiting'
+                -- a failure that recorded no failed handler (a transactional handler whose commit's outcome was
+                -- unknown) while the database holds a success for every required handler: it did commit
+                WHEN f.status <> 'succeeded'
+                     AND NOT EXISTS (SELECT 1 FROM jsonb_each(f.results) AS x(key, value)
+                                     WHERE x.value ->> 'status' IS DISTINCT FROM 'success')
+                     AND EXISTS (SELECT 1 FROM ({_required(n, "f.name")}) AS r)
+                     AND NOT EXISTS (
+                    SELECT 1 FROM ({_required(n, "f.name")}) AS r
+                    WHERE (k.results -> r.key ->> 'status') IS DISTINCT FROM 'success')
+                THEN 'succeeded'
+                ELSE f.status END AS status
     FROM fenced f JOIN known k ON k.id = f.id
 ),
 {_leases_after(n, "fenced")},
@@ -289,28 +300,35 @@ FROM mine WHERE l.id = mine.id
         ).bindparams(_OWNER, _LEASE, _GROUP, _LEASES)
 
     def _back_to_pending(self, n: _Names, items: str, status: str, attempts: str, error: str) -> str:
-        """CTEs that record ``items`` (id, name, ...) as pending or dead again, for the group (and the row)."""
-        results = (
-            "e.results"
-            if self.default
-            else f"coalesce((SELECT t.results FROM {n.deliveries} t "
-            "WHERE t.group_name = :group AND t.event_id = i.id), '{}'::jsonb)"
-        )
-        row = ""
+        """CTEs that record ``items`` (id, name, ...) as pending or dead again, for the group (and the row).
+
+        The default group's results come from its UPDATE of the events row (RETURNING), not from the statement's
+        snapshot: the UPDATE waits for a transactional handler's transaction that is committing its success on
+        that row and then sees it, so the retry knows the handler already succeeded.
+        """
         if self.default:
             row = f"""
 row_noted AS (
     UPDATE {n.events} e SET status = {status}, attempts = {attempts}, last_error = coalesce({error}, e.last_error),
         processed_at = CASE WHEN {status} = 'dead' THEN now() END
     FROM {items} i WHERE e.{n.id} = i.id
+    RETURNING e.{n.id} AS id, e.name, e.results
 ),"""
+            source, results = f"{items} i JOIN row_noted e ON e.id = i.id", "e.results"
+        else:
+            row = ""
+            source = f"{items} i JOIN {n.events} e ON e.{n.id} = i.id"
+            results = (
+                f"coalesce((SELECT t.results FROM {n.deliveries} t "
+                "WHERE t.group_name = :group AND t.event_id = i.id), '{}'::jsonb)"
+            )
         return f"""{row}
 kept AS (
     INSERT INTO {n.deliveries} AS t
         (group_name, event_id, name, status, attempts, available_at, results, last_error, processed_at)
     SELECT :group, i.id, e.name, {status}, {attempts}, now(), {results}, {error},
            CASE WHEN {status} = 'dead' THEN now() END
-    FROM {items} i JOIN {n.events} e ON e.{n.id} = i.id
+    FROM {source}
     ON CONFLICT (group_name, event_id) DO UPDATE SET
         status = EXCLUDED.status, attempts = EXCLUDED.attempts, available_at = now(),
         last_error = coalesce(EXCLUDED.last_error, t.last_error), processed_at = EXCLUDED.processed_at

@@ -307,6 +307,15 @@ class DurableDelivery:
                 )
             elif outcome.status is EventStatus.SUCCEEDED:
                 counts["succeeded"] += 1
+            elif status == "succeeded":  # the database held every handler's success: a commit whose reply was lost
+                counts["succeeded"] += 1
+                logger.info(
+                    "event %s (%s) succeeded: the database holds the success of every handler, including the one "
+                    "whose commit's outcome was unknown",
+                    outcome.event_id,
+                    outcome.name,
+                    extra=extra,
+                )
             elif outcome.status is EventStatus.DEAD:
                 counts["dead"] += 1
                 logger.error(

@@ -176,7 +176,7 @@ class ThreadedRuntime:
             TransactionalCaller(
                 session_factory,
                 self.delivery.record_success,
-                prepare=not config.poll_only and not drivers.prepares_itself(engine),
+                prepare_on=None if config.poll_only or drivers.prepares_itself(engine) else engine,
             )
             if session_factory is not None
             else None

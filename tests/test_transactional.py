@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from notified_sa import SchemaError, Server
-from notified_sa.threaded.transactional import LEASE_LOST
+from notified_sa.queries.delivery import DeliveryStatements
+from notified_sa.schema import delivery_tables
+from notified_sa.threaded.transactional import ENDED, LEASE_LOST
 
 from .conftest import DRIVERS
 from .helpers import wait_for
@@ -319,6 +321,137 @@ def test_the_fence_is_prepared_once_per_pooled_connection_with_psycopg2(events_e
         one.dispose()
     assert effects(events_engine) == dict.fromkeys(ids, 1)
     assert seen == ([0, 1, 1] if events_engine.dialect.driver == "psycopg2" else [0, 0, 0])
+
+
+def test_a_reused_session_still_refuses_the_handler_s_commit_and_savepoints_may_commit(
+    events_engine: sa.Engine,
+) -> None:
+    """With scoped_session the worker thread's one Session comes back for every event: the handler's own commit is
+    refused every time, not only the first; a savepoint (begin_nested) commits inside the handler's transaction."""
+    conf = fast_config(pool_size=1, max_attempts=1)
+    factory = scoped_session(sessionmaker(events_engine))
+    server = Server("events", events_engine, model=Event, conf=conf, session_factory=factory)
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        with session.begin_nested():
+            write(session, event, "savepoint")
+        if event.payload.get("commit"):
+            session.commit()
+
+    (first,) = publish(events_engine, "order_paid", 1)
+    (second,) = publish(events_engine, "order_paid", 1, payload={"commit": True})
+    (third,) = publish(events_engine, "order_paid", 1)
+    ran = {d.event_id: d for d in server.drain()}
+    factory.remove()
+    assert ran[first].status == "succeeded" and ran[third].status == "succeeded"
+    assert (
+        ran[second].status == "dead"
+        and "must not commit its session" in (outcome(events_engine, None, second)[1]["project"]["error"])
+    )
+    assert effects(events_engine) == {first: 1, third: 1}  # the refused commit left nothing
+
+
+def test_a_handler_that_rolls_back_its_session_fails(events_engine: sa.Engine) -> None:
+    server = Server("events", events_engine, model=Event, conf=fast_config(max_attempts=1))
+
+    @server.handler("order_paid", key="project", transactional=True)
+    def project(event: Event, session: Session) -> None:
+        write(session, event)
+        session.rollback()
+
+    (order,) = publish(events_engine, "order_paid", 1)
+    assert [d.status for d in server.drain()] == ["dead"]
+    assert outcome(events_engine, None, order)[1]["project"]["error"] == ENDED
+    assert effects(events_engine) == {}
+
+
+def test_a_commit_whose_reply_was_lost_on_the_last_attempt_is_a_success(events_engine: sa.Engine) -> None:
+    """No attempt is left, but the database holds the handler's success: the event succeeded, it is not dead."""
+    lost: list[bool] = []
+
+    class ReplyLost(Session):
+        def commit(self) -> None:
+            super().commit()
+            if not lost:
+                lost.append(True)
+                raise sa.exc.OperationalError(
+                    "COMMIT", {}, Exception("server closed the connection unexpectedly"), connection_invalidated=True
+                )
+
+    conf = fast_config(max_attempts=1)
+    server = Server("events", events_engine, model=Event, conf=conf, session_factory=lambda: ReplyLost(events_engine))
+    server.register_handler("order_paid", lambda event, session: write(session, event), key="p", transactional=True)
+    (order,) = publish(events_engine, "order_paid", 1)
+    server.drain()
+    status, results = outcome(events_engine, None, order)
+    assert lost == [True] and status == "succeeded" and results["p"]["status"] == "success"
+    assert effects(events_engine) == {order: 1}
+
+
+@pytest.mark.slow
+@pytest.mark.once
+@pytest.mark.parametrize("driver", DRIVERS[:1], indirect=True)
+def test_a_reaper_whose_snapshot_predates_the_handler_s_commit_keeps_its_success(events_engine: sa.Engine) -> None:
+    """The reaper reads the lease table in one long statement. A transactional handler (past its fence, so the
+    reaper cannot lock its lease yet) commits while that statement runs; the reaper then takes the expired lease.
+    The retry record must hold the committed success (read from the row the reaper updates, not from the
+    statement's older snapshot), so the retry does not run the handler again."""
+    table = Event.__table__
+    statements = DeliveryStatements(table, "id", delivery_tables(table, table.metadata), default=True)
+    with events_engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO events__groups (name, start_from, origin_xid) VALUES ('default', 'beginning', 0)")
+        )
+        event_id = conn.execute(sa.text("INSERT INTO events (name) VALUES ('order_paid') RETURNING id")).scalar_one()
+        conn.execute(  # enough expired leases ahead of it that the reaper's scan takes a while
+            sa.text(
+                "INSERT INTO events__leases (group_name, owner, expires_at, event_ids, attempts) SELECT 'default', "
+                "'gone', now() - interval '1 hour', '{}', '{}' FROM generate_series(1, 400000)"
+            )
+        )
+        lease = conn.execute(
+            sa.text(
+                "INSERT INTO events__leases (group_name, owner, expires_at, event_ids, attempts) VALUES "
+                "('default', 'A', now() - interval '1 second', ARRAY[:id]::bigint[], ARRAY[1]) RETURNING id"
+            ),
+            {"id": event_id},
+        ).scalar_one()
+    handler = events_engine.connect()
+    transaction = handler.begin()
+    entry = '{"p": {"status": "success", "attempt": 1}}'
+    params = {"group": "default", "owner": "A", "lease": lease, "id": event_id, "attempt": 1, "entry": entry}
+    assert handler.execute(statements.record_success, params).scalar_one() == 1
+    reaped: list[Any] = []
+
+    def reap() -> None:
+        with events_engine.begin() as conn:
+            reaped.extend(conn.execute(statements.reap, {"group": "default", "max_attempts": 5}).all())
+
+    reaper = threading.Thread(target=reap)
+    reaper.start()
+    try:
+        wait_for(
+            lambda: (
+                count(
+                    events_engine,
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%expired AS%' "
+                    "AND state = 'active' AND pid <> pg_backend_pid()",
+                )
+                == 1
+            ),
+            what="the reaper's statement running",
+        )
+        transaction.commit()  # while the reaper's statement runs
+    finally:
+        handler.close()
+        reaper.join(timeout=120)
+    assert [r.id for r in reaped] == [event_id]  # it did take the lease, after the commit
+    with events_engine.connect() as conn:
+        kept = conn.execute(
+            sa.text("SELECT results FROM events__deliveries WHERE event_id = :id"), {"id": event_id}
+        ).scalar_one()
+    assert kept["p"]["status"] == "success"
 
 
 def test_registration_mistakes_are_caught_early(events_engine: sa.Engine) -> None:

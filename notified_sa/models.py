@@ -217,11 +217,6 @@ def _fillfactor(cls: type[Any]) -> int | None:
 
 @event.listens_for(EventMixin, "instrument_class", propagate=True)
 def _on_mapped(mapper: Mapper[Any], cls: type[Any]) -> None:
-    if mapper.eager_defaults == "auto":
-        # An INSERT need not RETURN the server defaults (created_at, txid, available_at): publishing is add and
-        # commit, and the commit expires them anyway. Reading one later loads it. This is about 70 us of the
-        # ~550 us an ORM publish costs the application; a model's own eager_defaults=True is kept.
-        mapper.eager_defaults = False
     table = mapper.local_table
     if not isinstance(table, Table) or TABLE_INFO_KEY in table.info or "status" not in table.c:
         return  # single-table inheritance subclass, or a table we already set up

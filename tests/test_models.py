@@ -225,29 +225,25 @@ def test_fillfactor_can_be_chosen_or_left_to_postgresql(engine: sa.Engine) -> No
                 __fillfactor__ = bad
 
 
-def test_an_orm_publish_returns_only_the_id_and_the_defaults_still_load(engine: sa.Engine) -> None:
-    """publishing is add and commit, and the commit expires every attribute: the INSERT does not fetch the server
-    defaults back (RETURNING id only); reading one afterwards loads it."""
+def test_an_async_session_reads_the_server_defaults_after_its_commit(engine: sa.Engine, db_url: str) -> None:
+    """FastAPI-style publishing (AsyncSession, expire_on_commit=False): the INSERT returns the server defaults, so
+    reading them after the commit needs no lazy load (which asyncio cannot do)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
     _create(engine)
-    inserts: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda *a: inserts.append(a[2]) if "INSERT" in a[2] else None)
-    with Session(engine, expire_on_commit=False) as s:
-        event = Event(name="orm")
-        s.add(event)
-        s.commit()
-        assert "RETURNING events.id" in inserts[0] and "created_at" not in inserts[0]
-        assert event.id > 0 and event.txid > 0 and event.created_at <= datetime.now(timezone.utc)
+    async_engine = create_async_engine(sa.make_url(db_url).set(drivername="postgresql+psycopg"))
 
+    async def publish() -> tuple[int, datetime, int]:
+        async with AsyncSession(async_engine, expire_on_commit=False) as session:
+            event = Event(name="signed_up", payload={"user": 1})
+            session.add(event)
+            await session.commit()
+            return event.id, event.created_at, event.txid
 
-class _EagerBase(DeclarativeBase):
-    pass
-
-
-class _Eager(EventMixin, _EagerBase):
-    __tablename__ = "eager_events"
-    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
-
-
-def test_a_model_s_own_eager_defaults_is_kept() -> None:
-    assert sa.inspect(_Eager).eager_defaults is True
-    assert sa.inspect(Event).eager_defaults is False
+    try:
+        event_id, created_at, txid = asyncio.run(publish())
+    finally:
+        asyncio.run(async_engine.dispose())
+    assert event_id > 0 and txid > 0 and created_at <= datetime.now(timezone.utc)

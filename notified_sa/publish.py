@@ -247,10 +247,8 @@ def publish_many(
             continue
         chunk_keys = keys[start : start + CHUNK]
         inserted = list(execute(stmt, {**params, "keys": chunk_keys}))
-        holders: dict[str, int] = {}
-        for id_, key in inserted:
-            if key is not None:
-                holders.setdefault(key, id_)
+        # each key comes back at most once: a repeat in the input was passed over (skip) or refused (error)
+        holders: dict[str, int] = {key: id_ for id_, key in inserted if key is not None}
         passed_over = sorted({key for key in chunk_keys if key is not None and key not in holders})
         if passed_over:
             holders.update(dict(execute(_holders(table), {"keys": passed_over}).all()))

@@ -202,19 +202,14 @@ def check_seed_mode(binding: TableBinding, config: NotifiedConfig) -> None:
     )
 
 
-def transactional_needs_durable(binding: TableBinding) -> str:
-    """Why transactional handlers cannot run on ``binding``'s table, and what to do."""
-    return (
-        f"transactional handlers need an events table with the delivery columns (EventMixin), and {binding.label} "
-        "has none: without a lease there is nothing to record the handler's success against. Upgrade the table "
-        "(docs/guides/migrating.md) or register the handler without transactional=True"
-    )
-
-
 def check_transactional(binding: TableBinding, transactional: bool) -> None:
     """Raise SchemaError when transactional handlers are registered for a table without the delivery columns."""
     if transactional and not binding.durable:
-        raise SchemaError(transactional_needs_durable(binding))
+        raise SchemaError(
+            f"transactional handlers need an events table with the delivery columns (EventMixin), and "
+            f"{binding.label} has none: without a lease there is nothing to record the handler's success against. "
+            "Upgrade the table (docs/guides/migrating.md) or register the handler without transactional=True"
+        )
 
 
 def checked_binding(

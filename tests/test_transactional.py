@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,6 +47,22 @@ def outcome(engine: sa.Engine, group: str | None, event_id: int) -> tuple[str, d
     info = get_event(engine, Event, event_id, group=group or "default")
     assert info is not None
     return str(info["status"]), dict(info["results"] or {})
+
+
+def reply_lost(engine: sa.Engine, lost: list[bool]) -> Callable[[], Session]:
+    """A session factory whose first commit goes through and then reports the connection lost (``lost`` records
+    it): what a client sees when the server committed but its reply never arrived."""
+
+    class ReplyLost(Session):
+        def commit(self) -> None:
+            super().commit()
+            if not lost:
+                lost.append(True)
+                raise sa.exc.OperationalError(
+                    "COMMIT", {}, Exception("server closed the connection unexpectedly"), connection_invalidated=True
+                )
+
+    return lambda: ReplyLost(engine)
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -274,16 +291,7 @@ def test_a_commit_whose_reply_was_lost_is_not_run_again(events_engine: sa.Engine
     conf = fast_config(backoff_base=0.01, backoff_cap=0.01)
     lost: list[bool] = []
 
-    class ReplyLost(Session):
-        def commit(self) -> None:
-            super().commit()
-            if not lost:
-                lost.append(True)
-                raise sa.exc.OperationalError(
-                    "COMMIT", {}, Exception("server closed the connection unexpectedly"), connection_invalidated=True
-                )
-
-    server = Server("events", events_engine, model=Event, conf=conf, session_factory=lambda: ReplyLost(events_engine))
+    server = Server("events", events_engine, model=Event, conf=conf, session_factory=reply_lost(events_engine, lost))
     runs: list[int] = []
 
     @server.handler("order_paid", key="project", transactional=True)
@@ -374,17 +382,8 @@ def test_a_commit_whose_reply_was_lost_on_the_last_attempt_is_a_success(events_e
     """No attempt is left, but the database holds the handler's success: the event succeeded, it is not dead."""
     lost: list[bool] = []
 
-    class ReplyLost(Session):
-        def commit(self) -> None:
-            super().commit()
-            if not lost:
-                lost.append(True)
-                raise sa.exc.OperationalError(
-                    "COMMIT", {}, Exception("server closed the connection unexpectedly"), connection_invalidated=True
-                )
-
     conf = fast_config(max_attempts=1)
-    server = Server("events", events_engine, model=Event, conf=conf, session_factory=lambda: ReplyLost(events_engine))
+    server = Server("events", events_engine, model=Event, conf=conf, session_factory=reply_lost(events_engine, lost))
     server.register_handler("order_paid", lambda event, session: write(session, event), key="p", transactional=True)
     (order,) = publish(events_engine, "order_paid", 1)
     server.drain()

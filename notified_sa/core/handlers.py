@@ -27,7 +27,7 @@ class HandlerSpec:
     #: True for ``async def`` handlers (and objects whose ``__call__`` is one): the asyncio runtime awaits them.
     is_async: bool = False
     #: True for transactional handlers: called as ``fn(event, session)``, their success recorded in the same
-    #: transaction as their writes (see :mod:`notified_sa.transactional`).
+    #: transaction as their writes (see :mod:`notified_sa.threaded.transactional`).
     transactional: bool = False
 
 

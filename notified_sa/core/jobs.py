@@ -223,13 +223,11 @@ class JobRun:
         spec = self._current
         if spec is None:
             raise RuntimeError("no handler is running")
-        problem = why_not_storable(verdict.payload, "the result payload", RESULT_ENCODER)
-        if verdict.payload is not None and problem is not None:
-            raise ValueError(problem)
         entry = self._entry(ok=True, payload=verdict.payload, error=None)
         text = storable({spec.key: entry}, RESULT_ENCODER)
-        if text is None:
-            raise ValueError("its result could not be encoded as JSON")
+        if text is None:  # encoded once on the way; asked why only when it failed
+            why = why_not_storable(verdict.payload, "the result payload", RESULT_ENCODER)
+            raise ValueError(why or "its result could not be encoded as JSON")
         self._prepared = entry
         return text
 
